@@ -1,0 +1,59 @@
+"""Randomness helpers: everything random takes a seed or a Generator (no global RNG)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["check_random_state", "sample_positions"]
+
+
+def check_random_state(seed):
+    """Turn ``seed`` into a :class:`numpy.random.Generator`.
+
+    Parameters
+    ----------
+    seed : None, int, numpy.random.Generator or numpy.random.RandomState
+        ``None`` gives a fresh unseeded generator; an int seeds a new one; a
+        Generator is returned as is; a RandomState seeds a new Generator from it.
+
+    Examples
+    --------
+    >>> check_random_state(0).integers(10) == check_random_state(0).integers(10)
+    True
+    """
+    if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, np.random.RandomState):
+        return np.random.default_rng(seed.randint(0, 2**31 - 1))
+    raise ValueError(f"random_state must be None, an int or a numpy Generator, got {seed!r}")
+
+
+def sample_positions(rng, total, count):
+    """Draw ``count`` distinct integers from ``[0, total)``, returned sorted (int64).
+
+    Memory is O(count), never O(total), unless ``count > total / 2`` (then the
+    complement is drawn and the output itself is O(total)).
+    """
+    total, count = int(total), int(count)
+    if not 0 <= count <= total:
+        raise ValueError(f"cannot draw {count} distinct positions out of {total}")
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if count > total // 2:
+        drop = sample_positions(rng, total, total - count)
+        keep = np.ones(total, dtype=bool)
+        keep[drop] = False
+        return np.flatnonzero(keep).astype(np.int64)
+    keys = np.zeros(0, dtype=np.int64)
+    while keys.shape[0] < count:
+        need = count - keys.shape[0]
+        draw = rng.integers(0, total, size=int(need * 1.1) + 16, dtype=np.int64)
+        keys = np.union1d(keys, draw)
+    if keys.shape[0] > count:
+        pick = rng.choice(keys.shape[0], size=count, replace=False)
+        keys = np.sort(keys[pick])
+    return keys
