@@ -1,0 +1,61 @@
+"""The one test grid: value dtypes, index dtypes and the backends present here.
+
+GPU cases appear only where CuPy finds a device. Import the lists from here
+(``from conftest import ...`` works because pytest puts tests/ on sys.path).
+"""
+
+import numpy as np
+import pytest
+
+from ctre_sparse.backends import available_backends
+
+DTYPES = [np.float32, np.float64]
+INDEX_DTYPES = [np.int32, np.int64]
+CPU_BACKENDS = available_backends("cpu")       # always includes "reference"
+GPU_BACKENDS = available_backends("cuda")      # empty without a GPU
+FAST_BACKENDS = [b for b in CPU_BACKENDS + GPU_BACKENDS if b != "reference"]
+ALL_BACKENDS = CPU_BACKENDS + GPU_BACKENDS
+
+
+def pytest_report_header(config):
+    from ctre_sparse.backends import backend_status
+
+    lines = []
+    for name, reason in backend_status().items():
+        lines.append(f"ctre_sparse backend {name}: " + ("available" if reason is None else
+                                                         f"unavailable ({reason})"))
+    return lines
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture(params=INDEX_DTYPES, ids=lambda d: np.dtype(d).name)
+def index_dtype(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=FAST_BACKENDS or [pytest.param("none", marks=pytest.mark.skip(
+    reason="no fast backend available on this machine"))])
+def fast_backend(request):
+    return request.param
+
+
+def to_device(arr, backend_name):
+    """Move a NumPy array to the device the backend runs on."""
+    if backend_name == "cuda":
+        import cupy
+
+        return cupy.asarray(arr)
+    return arr
+
+
+def csr_to_device(W, backend_name):
+    return W.to_device("cuda" if backend_name == "cuda" else "cpu")
