@@ -292,8 +292,11 @@ class CSRMatrix:
         if self.xp is np:
             import scipy.sparse as sp
 
-            return sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape,
-                                 copy=False)
+            m = sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape,
+                              copy=False)
+            # scipy downcasts int64 indices that fit in int32 (a copy): share ours instead
+            m.indices, m.indptr = self.indices, self.indptr
+            return m
         import cupyx.scipy.sparse as csp
 
         return csp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape)
