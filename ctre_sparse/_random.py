@@ -20,7 +20,7 @@ def check_random_state(seed):
 
     Examples
     --------
-    >>> check_random_state(0).integers(10) == check_random_state(0).integers(10)
+    >>> bool(check_random_state(0).integers(10) == check_random_state(0).integers(10))
     True
     """
     if seed is None or isinstance(seed, (numbers.Integral, np.integer)):

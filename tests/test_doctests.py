@@ -1,0 +1,18 @@
+"""The docstring examples of the core modules run and stay true."""
+
+import doctest
+
+import pytest
+
+import ctre_sparse._random
+import ctre_sparse.ops
+import ctre_sparse.sparse
+
+
+@pytest.mark.parametrize("module", [ctre_sparse.sparse, ctre_sparse.ops, ctre_sparse._random],
+                         ids=lambda m: m.__name__)
+def test_doctests(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS,
+                             verbose=False)
+    assert result.attempted > 0, f"{module.__name__} has no doctest examples"
+    assert result.failed == 0, f"{result.failed} doctest example(s) failed in {module.__name__}"
