@@ -1,0 +1,154 @@
+"""Numba backend: parallel JIT CPU kernels with the reference contract.
+
+The kernel contract (argument arrays, lengths, dtypes, outputs) is the one
+documented in :mod:`ctre_sparse.backends.reference`; results match the
+reference within float tolerance (products) or exactly (``topk_cosine``,
+``prune_magnitude``, ``insert``). The jitted kernels live in
+:mod:`ctre_sparse.backends._numba_kernels`, compiled on first use per
+(value dtype, index dtype) and cached on disk. Threads: numba's pool, see
+:func:`get_num_threads` (set ``NUMBA_NUM_THREADS`` or call
+``numba.set_num_threads``).
+
+If numba cannot be imported, importing this module raises ImportError and
+the backend registry records the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numba
+import numpy as np
+
+from . import _numba_kernels as _k
+from .reference import normalize_rows
+
+logger = logging.getLogger(__name__)
+
+NAME = "numba"
+
+__all__ = ["NAME", "unavailable_reason", "get_num_threads", "spmm", "spmm_t", "sddmm",
+           "cosine_pairs", "topk_cosine", "prune_magnitude", "insert"]
+
+
+def unavailable_reason():
+    """Return None: the module imported, so numba is there."""
+    return None
+
+
+def get_num_threads():
+    """Number of threads the parallel kernels use (numba's current setting)."""
+    return numba.get_num_threads()
+
+
+def _i64(a):
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+# ------------------------------------------------------------------ products
+def spmm(indptr, indices, data, X, out):
+    """``out[n_out, batch] = W @ X``; see the reference contract. O(nnz * batch)."""
+    _k.spmm(indptr, indices, data, X, out)
+
+
+def spmm_t(t_indptr, t_indices, t_perm, data, G, out):
+    """``out[n_in, batch] = W.T @ G`` from the cached transpose (no atomics)."""
+    _k.spmm_t(t_indptr, t_indices, t_perm, data, G, out)
+
+
+def sddmm(indptr, indices, G, X, out):
+    """``out[p] = dot(G[row(p)], X[indices[p]])`` for every stored entry p."""
+    _k.sddmm(indptr, indices, G, X, out)
+
+
+def cosine_pairs(A, B, rows, cols, out):
+    """``out[k] = |cos(A[rows[k]], B[cols[k]])|``, 0 where a norm is 0."""
+    _k.cosine_pairs(A, B, _i64(rows), _i64(cols), out)
+
+
+# ------------------------------------------------------------------ top-k
+def topk_cosine(A, B, k, indptr, indices, block_rows):
+    """The ``k`` best absent pairs by ``|cos(B[row], A[col])|``; exact, as the reference.
+
+    The score blocks are the reference's own products (same normalisation,
+    same blocks, NumPy BLAS), so the scores agree bitwise; masking of existing
+    connections and the streaming top-k run in a numba kernel, one heap per
+    thread-chunk of rows, merged at the end with the reference's tie rule
+    (score descending, then ``(row, col)`` ascending).
+
+    Returns
+    -------
+    rows, cols : int64 ndarrays
+    scores : ndarray of A's dtype
+    """
+    n_out, n_in = B.shape[0], A.shape[0]
+    cap = min(int(k), n_out * n_in)
+    if cap <= 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, A.dtype))
+    An, Bn = normalize_rows(A), normalize_rows(B)
+    AnT = An.T
+    indptr, indices = _i64(indptr), _i64(indices)
+    n_chunks = max(1, min(get_num_threads(), n_out))
+    hs = np.empty((n_chunks, cap), dtype=A.dtype)
+    hk = np.empty((n_chunks, cap), dtype=np.int64)
+    counts = np.zeros(n_chunks, dtype=np.int64)
+    block_rows = max(1, int(block_rows))
+    for r0 in range(0, n_out, block_rows):
+        r1 = min(r0 + block_rows, n_out)
+        S = np.ascontiguousarray(Bn[r0:r1] @ AnT)
+        _k.topk_block(S, r0, indptr, indices, hs, hk, counts)
+    scores = np.concatenate([hs[c, :counts[c]] for c in range(n_chunks)])
+    keys = np.concatenate([hk[c, :counts[c]] for c in range(n_chunks)])
+    order = np.lexsort((keys, -scores))[:cap]
+    keys, scores = keys[order], scores[order]
+    return keys // n_in, keys % n_in, scores
+
+
+# ------------------------------------------------------------------ topology
+def prune_magnitude(indptr, indices, data, n_remove):
+    """Sorted int64 positions kept after removing the ``n_remove`` smallest ``|data|``.
+
+    Ties are removed lowest position first, exactly as the reference; O(nnz)
+    (a selection, not a sort).
+    """
+    nnz = data.shape[0]
+    n_remove = int(n_remove)
+    if n_remove <= 0:
+        return np.arange(nnz, dtype=np.int64)
+    if n_remove >= nnz:
+        return np.zeros(0, dtype=np.int64)
+    absd = np.abs(data)
+    v = np.partition(absd, n_remove - 1)[n_remove - 1]
+    kept = np.empty(nnz - n_remove, dtype=np.int64)
+    n_kept = _k.prune_keep(absd, v, n_remove, kept)
+    if n_kept != kept.shape[0]:  # impossible for finite data; guards against NaN
+        raise ValueError("prune_magnitude needs finite weights (found NaN in data)")
+    return kept
+
+
+def insert(indptr, indices, data, rows, cols, values, n_cols):
+    """Merge new entries into the CSR arrays, rows kept sorted; as the reference.
+
+    Returns ``(indptr, indices, data, old_pos, new_pos)`` with ``indptr`` and
+    ``indices`` in the input index dtype and int64 positions. Each row is
+    merged in parallel; O(nnz + m log m).
+    """
+    n_rows = indptr.shape[0] - 1
+    nnz, m = indices.shape[0], rows.shape[0]
+    rows64, cols64 = _i64(rows), _i64(cols)
+    order = np.argsort(rows64 * int(n_cols) + cols64, kind="stable")
+    new_ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    if m:
+        np.cumsum(np.bincount(rows64, minlength=n_rows), out=new_ptr[1:])
+    out_indptr = (indptr.astype(np.int64) + new_ptr).astype(indptr.dtype)
+    out_indices = np.empty(nnz + m, dtype=indices.dtype)
+    old_pos = np.empty(nnz, dtype=np.int64)
+    new_sorted = np.empty(m, dtype=np.int64)
+    _k.insert_merge(indptr, indices, new_ptr, np.ascontiguousarray(cols64[order]), out_indices,
+                    old_pos, new_sorted)
+    new_pos = np.empty(m, dtype=np.int64)
+    new_pos[order] = new_sorted
+    out_data = np.empty(nnz + m, dtype=data.dtype)
+    out_data[old_pos] = data
+    out_data[new_pos] = values.astype(data.dtype, copy=False)
+    return out_indptr, out_indices, out_data, old_pos, new_pos
