@@ -29,7 +29,15 @@ def build_parser():
                         help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        module_name = f"{__name__}.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # a missing dependency inside it is a real error
+                raise
+            logging.getLogger(__name__).debug("subcommand %r not present; skipped", name)
+            continue
+        module.register(sub)
     return parser
 
 

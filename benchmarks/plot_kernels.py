@@ -1,0 +1,27 @@
+"""Plot GFLOP/s against density from a kernel benchmark JSON file.
+
+    PYTHONPATH=. python benchmarks/plot_kernels.py docs/bench_kernels_cpu.json \
+        -o docs/figures/kernels_gflops.png
+"""
+
+import argparse
+import sys
+
+from ctre_sparse.bench.harness import read_json
+from ctre_sparse.bench.plot import plot_kernels
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("json", help="records written by `ctre-sparse bench kernels --json`")
+    parser.add_argument("-o", "--output", default="docs/figures/kernels_gflops.png")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args(argv)
+    path = plot_kernels(read_json(args.json), args.output, batch=args.batch, dtype=args.dtype)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
