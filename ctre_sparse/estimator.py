@@ -1,0 +1,548 @@
+"""The scikit-learn estimator: :class:`CTREClassifier`.
+
+A truly-sparse MLP trained with SGD while its topology evolves after every
+epoch (prune the ``zeta`` fraction of smallest weights, regrow as many by
+cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim).
+Defaults follow the CTRE paper's MADELON run (Atashgahi et al., "A
+brain-inspired algorithm for training highly sparse neural networks", Machine
+Learning 2022; its code base runs ``--train_alg ctre_sim --batch_size 100
+--lr 0.01 --zeta 0.2 --epsilon 1 --num_hidden 1000`` with three ReLU hidden
+layers), except ``max_epochs`` (100 here, 500 there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import numbers
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import persistence
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CTREClassifier", "GROWTHS", "ACTIVATIONS", "CHECKPOINT_NAME"]
+
+GROWTHS = ("ctre_sim", "ctre_seq", "cosine", "random", "set", "static")
+ACTIVATIONS = ("relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid")
+CHECKPOINT_NAME = "checkpoint.npz"
+_PREDICT_CHUNK = 4096
+_ALL_SAMPLES = 2**62      # cosine_samples=None: every training sample
+
+
+def _core():
+    """Import the training core lazily (it pulls in the kernels)."""
+    from . import training
+    from .nn.mlp import SparseMLP
+    from .nn.optim import SGD
+    from .topology import TopologyUpdater
+
+    return SparseMLP, SGD, TopologyUpdater, training
+
+
+def _check_number(name, value, low, high, *, integer=False, low_open=False, high_open=True):
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
+    below = value <= low if low_open else value < low
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        interval = ("(" if low_open else "[") + f"{low}, " + \
+            ("inf)" if high is None else f"{high}" + (")" if high_open else "]"))
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+
+
+class CTREClassifier(ClassifierMixin, BaseEstimator):
+    """Truly-sparse MLP classifier with CTRE / SET dynamic topology.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default (1000, 1000, 1000)
+        Neurons of each hidden layer (the CTRE paper's MADELON network).
+    epsilon : float, default 1
+        Erdős–Rényi sparsity: a layer ``n_in -> n_out`` gets
+        ``round(epsilon * (n_in + n_out))`` connections (dense when that
+        exceeds ``n_in * n_out``). Ignored when ``density`` is given.
+    density : float in (0, 1], optional
+        Fraction of connections per layer; overrides ``epsilon``.
+    zeta : float in [0, 1), default 0.2
+        Fraction of each layer's connections pruned (smallest ``|w|``) and
+        regrown after every epoch.
+    growth : {"ctre_sim", "ctre_seq", "cosine", "random", "static"}, default "ctre_sim"
+        How regrown connections are chosen: ``"random"`` is SET; ``"cosine"``
+        the absent pairs of neurons whose activations have the largest
+        absolute cosine similarity; ``"ctre_seq"`` cosine until validation
+        accuracy stalls for ``patience`` epochs, then random; ``"set"`` is an
+        alias of ``"random"``; ``"ctre_sim"``
+        cosine, where a pick re-adding a just-pruned connection is replaced by
+        a random one; ``"static"`` keeps the initial topology.
+    activation : {"relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid"}, default "relu"
+        Hidden activation. ReLU as in the CTRE code base;
+        ``"alternated_left_relu"`` is the All-ReLU of Curci et al. (negative
+        slope +/-0.6 alternating with depth) used by the truly-sparse SET
+        implementations.
+    learning_rate : float, default 0.01
+    momentum : float in [0, 1), default 0.9
+    nesterov : bool, default True
+    weight_decay : float, default 1e-4
+        L2 penalty, applied to the existing connections only.
+    batch_size : int, default 100
+        Capped at the number of training samples.
+    max_epochs : int, default 100
+        Epochs of :meth:`fit` (one epoch = one pass + one topology update).
+    validation_fraction : float in [0, 1), default 0.1
+        Part of the training data held out (stratified) by :meth:`fit` to
+        measure validation accuracy (CTRE-seq's switch uses it). 0 disables.
+    patience : int, default 5
+        Epochs without validation improvement before CTRE-seq switches from
+        cosine to random growth.
+    cosine_samples : int, optional
+        Training samples whose activations feed the cosine similarity after
+        each epoch; None uses all.
+    dropout : float in [0, 1), default 0.0
+        Dropout on hidden activations during training.
+    random_state : int, Generator or None, default None
+        Seed of initialisation, validation split, shuffling and topology.
+    verbose : int, default 0
+        >= 1: one progress line per epoch on stderr (and always INFO logs).
+    backend : str, default "auto"
+        Kernel backend (``"auto"``, ``"native"``, ``"numba"``, ``"reference"``, ``"cuda"``).
+    device : {"cpu", "cuda"}, default "cpu"
+    checkpoint_dir : str or Path, optional
+        Write ``checkpoint.npz`` (the :meth:`save` format) there every
+        ``checkpoint_every`` epochs and at the end of :meth:`fit`, atomically.
+    checkpoint_every : int, default 1
+    dtype : {numpy.float32, numpy.float64}, default numpy.float32
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    n_iter_ : int
+        Epochs trained so far.
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``train_loss``, ``train_accuracy``,
+        ``val_accuracy`` (None without validation), ``seconds``,
+        ``n_cosine`` / ``n_random`` (connections regrown), ``n_connections``.
+    coefs_ : list of scipy.sparse.csr_matrix
+        ``coefs_[i]`` has shape ``(n_in, n_out)`` like MLPClassifier's (a CSR
+        copy of the transpose of the stored ``(n_out, n_in)`` weight).
+    intercepts_ : list of ndarray
+    feature_importances_ : ndarray of shape (n_features_in_,)
+        Each input's share of the input layer's connections (CTRE's
+        feature-selection signal): connections of input ``i`` / all of them.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = CTREClassifier(hidden_layer_sizes=(32,), epsilon=4, max_epochs=5,
+    ...                      learning_rate=0.05, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape, clf.n_iter_
+    ((2, 3), 5)
+    """
+
+    def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), *, epsilon=1.0, density=None,
+                 zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=0.01,
+                 momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
+                 max_epochs=100, validation_fraction=0.1, patience=5, cosine_samples=None,
+                 dropout=0.0, random_state=None, verbose=0, backend="auto", device="cpu",
+                 checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.epsilon = epsilon
+        self.density = density
+        self.zeta = zeta
+        self.growth = growth
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.cosine_samples = cosine_samples
+        self.dropout = dropout
+        self.random_state = random_state
+        self.verbose = verbose
+        self.backend = backend
+        self.device = device
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.dtype = dtype
+
+    # ---------------------------------------------------------------- checks
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
+                raise ValueError(f"hidden_layer_sizes must be positive ints, got "
+                                 f"{self.hidden_layer_sizes!r}")
+        return [int(s) for s in sizes]
+
+    def _check_params(self):
+        self._hidden_sizes()
+        if self.density is None:
+            _check_number("epsilon", self.epsilon, 0, None, low_open=True)
+        else:
+            _check_number("density", self.density, 0, 1, low_open=True, high_open=False)
+        _check_number("zeta", self.zeta, 0, 1)
+        if self.growth not in GROWTHS:
+            raise ValueError(f"growth must be one of {GROWTHS}, got {self.growth!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        _check_number("learning_rate", self.learning_rate, 0, None, low_open=True)
+        _check_number("momentum", self.momentum, 0, 1)
+        _check_number("weight_decay", self.weight_decay, 0, None)
+        _check_number("batch_size", self.batch_size, 1, None, integer=True)
+        _check_number("max_epochs", self.max_epochs, 1, None, integer=True)
+        _check_number("validation_fraction", self.validation_fraction, 0, 1)
+        _check_number("patience", self.patience, 1, None, integer=True)
+        if self.cosine_samples is not None:
+            _check_number("cosine_samples", self.cosine_samples, 1, None, integer=True)
+        _check_number("dropout", self.dropout, 0, 1)
+        _check_number("checkpoint_every", self.checkpoint_every, 1, None, integer=True)
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if np.dtype(self.dtype) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    def _validate_X(self, X, reset):
+        return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
+
+    def _to_fm(self, X):
+        """Sample-major (n, d) -> feature-major C-contiguous (d, n) on the device."""
+        X_fm = np.ascontiguousarray(np.asarray(X).T, dtype=np.dtype(self.dtype))
+        if self.device == "cuda":
+            import cupy
+
+            return cupy.ascontiguousarray(cupy.asarray(X_fm))
+        return X_fm
+
+    # ------------------------------------------------------------ construction
+    def _seed_sequence(self):
+        rs = self.random_state
+        if isinstance(rs, np.random.Generator):
+            entropy = int(rs.integers(0, 2**63 - 1))
+        elif isinstance(rs, np.random.RandomState):
+            entropy = int(rs.randint(0, 2**31 - 1))
+        elif rs is None or isinstance(rs, numbers.Integral):
+            entropy = np.random.SeedSequence(rs).entropy
+        else:
+            raise ValueError(f"random_state must be None, an int or a numpy Generator, "
+                             f"got {rs!r}")
+        return int(entropy)
+
+    def _build(self, n_features, n_classes, entropy):
+        """Create model, optimizer, topology updater and trainer (fresh weights).
+
+        Returns the seed (a SeedSequence) of the validation split.
+        """
+        SparseMLP, SGD, TopologyUpdater, training = _core()
+        seeds = np.random.SeedSequence(entropy).spawn(3)
+        sizes = [int(n_features)] + self._hidden_sizes() + [int(n_classes)]
+        sparsity = ({"density": float(self.density)} if self.density is not None
+                    else {"epsilon": float(self.epsilon)})
+        model = SparseMLP(sizes, activation=self.activation, dropout=float(self.dropout),
+                          dtype=np.dtype(self.dtype), backend=self.backend,
+                          random_state=np.random.default_rng(seeds[1]), **sparsity)
+        if self.device == "cuda":
+            if not hasattr(model, "to_device"):
+                raise ValueError("device='cuda' is not supported by the training loop yet (it "
+                                 "runs on NumPy arrays); use device='cpu'")
+            model.to_device("cuda")
+        optimizer = SGD(learning_rate=float(self.learning_rate), momentum=float(self.momentum),
+                        nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay))
+        cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
+        updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
+                                  cosine_samples=cosine_samples, patience=int(self.patience),
+                                  backend=self.backend)
+        self._trainer = training.Trainer(model, optimizer, updater,
+                                         batch_size=int(self.batch_size),
+                                         random_state=np.random.default_rng(seeds[2]))
+        return seeds[0]
+
+    def _split_validation(self, y_codes, seed):
+        """Indices of the held-out validation part (stratified when possible)."""
+        n = y_codes.shape[0]
+        n_val = int(np.floor(self.validation_fraction * n))
+        if n_val < 1 or n - n_val < 1:
+            return np.zeros(0, dtype=np.int64)
+        from sklearn.model_selection import train_test_split
+
+        counts = np.bincount(y_codes)
+        stratify = y_codes if counts[counts > 0].min() >= 2 and n_val >= len(self.classes_) \
+            else None
+        _, val = train_test_split(np.arange(n), test_size=n_val, stratify=stratify,
+                                  random_state=int(np.random.default_rng(seed).integers(2**31)))
+        return np.sort(val).astype(np.int64)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y, *, resume=False, callbacks=None):
+        """Train for ``max_epochs`` epochs (from scratch, or resumed).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        resume : bool or path, default False
+            True: continue from ``checkpoint_dir/checkpoint.npz`` when it
+            exists (else start fresh); a path: continue from that file. The
+            data must be the same as in the interrupted run (checked by a
+            fingerprint); training goes on until ``max_epochs`` epochs in all,
+            and ends identical to an uninterrupted run with the same seed.
+        callbacks : sequence of callable, optional
+            ``callback(estimator, record)`` after each epoch (after the
+            checkpoint); a truthy return value stops training.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False, resume=resume, callbacks=callbacks)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train one epoch on (X, y), continuing from the current state.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, optional
+            All classes; required on the first call unless ``y`` has them all.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _fit(self, X, y, *, incremental, classes=None, resume=False, callbacks=None):
+        self._check_params()
+        first = not (incremental and hasattr(self, "_trainer"))
+        X, y = validate_data(self, X, y, reset=first, dtype=[np.float32, np.float64])
+        check_classification_targets(y)
+        if first:
+            self._init_classes(y, classes)
+        codes = self._encode(y)
+        checkpoint = self._resume_path(resume) if not incremental else None
+        if checkpoint is not None:
+            self._restore(persistence.read_npz(checkpoint), X, codes, source=checkpoint)
+        elif first:
+            entropy = self._seed_sequence()
+            split_seed = self._build(X.shape[1], len(self.classes_), entropy)
+            self._entropy = entropy
+            self._val_idx = (np.zeros(0, np.int64) if incremental
+                             else self._split_validation(codes, split_seed))
+            self._fingerprint = None if incremental else _fingerprint(X, codes)
+            self.history_ = []
+            self.n_iter_ = 0
+        epochs = 1 if incremental else self.max_epochs - self.n_iter_
+        val_idx = np.zeros(0, np.int64) if incremental else self._val_idx
+        self._train(X, codes, val_idx, epochs, callbacks or ())
+        return self
+
+    def _init_classes(self, y, classes):
+        if classes is not None:
+            self.classes_ = np.unique(np.asarray(classes))
+            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            if unknown.size:
+                raise ValueError(f"y has labels {unknown.tolist()} not in classes "
+                                 f"{self.classes_.tolist()}")
+        else:
+            self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"CTREClassifier needs samples of at least 2 classes, got 1 class "
+                             f"({self.classes_.tolist()})")
+
+    def _encode(self, y):
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.clip(codes, 0, len(self.classes_) - 1)
+        bad = self.classes_[codes] != y
+        if np.any(bad):
+            raise ValueError(f"y has labels {np.unique(np.asarray(y)[bad]).tolist()} not seen "
+                             f"on the first call; classes_ is {self.classes_.tolist()}")
+        return codes.astype(np.int64)
+
+    def _train(self, X, codes, val_idx, epochs, callbacks):
+        train_mask = np.ones(X.shape[0], dtype=bool)
+        train_mask[val_idx] = False
+        X_fm = self._to_fm(X[train_mask])
+        y_tr = codes[train_mask]
+        X_val_fm = self._to_fm(X[val_idx]) if val_idx.size else None
+        y_val = codes[val_idx] if val_idx.size else None
+        self._trainer.batch_size = min(int(self.batch_size), int(y_tr.shape[0]))
+        for _ in range(max(0, epochs)):
+            record = self._one_epoch(X_fm, y_tr, X_val_fm, y_val)
+            self._after_epoch(record, last=(_ == epochs - 1))
+            if any(cb(self, record) for cb in callbacks):
+                logger.info("training stopped by a callback after epoch %d", self.n_iter_)
+                break
+
+    def _one_epoch(self, X_fm, y, X_val_fm, y_val):
+        training = _core()[3]
+        try:
+            record = self._trainer.run_epoch(X_fm, y, X_val_fm, y_val)
+        except training.TrainingDivergedError as exc:
+            ckpt = self._checkpoint_path()
+            kept = (f"; the last good checkpoint {ckpt} is kept" if ckpt is not None
+                    and ckpt.exists() else "")
+            raise training.TrainingDivergedError(f"{exc}{kept}") from exc
+        record = {k: _plain(v) for k, v in dict(record).items()}
+        self.n_iter_ += 1
+        record["epoch"] = self.n_iter_
+        self.history_.append(record)
+        return record
+
+    def _after_epoch(self, record, last):
+        ckpt = self._checkpoint_path()
+        if ckpt is not None and (self.n_iter_ % self.checkpoint_every == 0 or last):
+            self._write(ckpt)
+        val = record.get("val_accuracy")
+        line = (f"epoch {record['epoch']}: loss {record.get('train_loss', float('nan')):.4f}, "
+                f"train acc {record.get('train_accuracy', float('nan')):.4f}"
+                + ("" if val is None else f", val acc {val:.4f}")
+                + f", {record.get('seconds', 0.0):.2f}s")
+        logger.info(line)
+        if self.verbose:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    # --------------------------------------------------------------- predicting
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "_trainer")
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        model = self._trainer.model
+        out = np.empty((X.shape[0], len(self.classes_)), dtype=np.dtype(self.dtype))
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            stop = min(start + _PREDICT_CHUNK, X.shape[0])
+            proba = model.predict_proba(self._to_fm(X[start:stop]))
+            out[start:stop] = np.asarray(_host(proba)).T
+        return out
+
+    def predict(self, X):
+        """Predicted class labels, shape (n_samples,)."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    # ----------------------------------------------------------- learned state
+    def _layers(self):
+        if not self.__sklearn_is_fitted__():
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; "
+                                 f"call 'fit' first.")
+        return self._trainer.model.layers
+
+    @property
+    def coefs_(self):
+        """Weights per layer as scipy CSR of shape (n_in, n_out) (copies)."""
+        return [_host_csr(layer.W).T.tocsr() for layer in self._layers()]
+
+    @property
+    def intercepts_(self):
+        """Biases per layer, shape (n_out,) (copies)."""
+        return [np.array(_host(layer.b)) for layer in self._layers()]
+
+    @property
+    def feature_importances_(self):
+        """Share of the input layer's connections per input feature."""
+        W = self._layers()[0].W
+        counts = np.bincount(np.asarray(_host(W.indices)), minlength=W.n_in).astype(np.float64)
+        total = counts.sum()
+        return counts / total if total else counts
+
+    @property
+    def n_connections_(self):
+        """Number of connections in each layer (list of int)."""
+        return [int(layer.W.nnz) for layer in self._layers()]
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path):
+        """Save the fitted estimator and its full training state to ``path`` (.npz).
+
+        The file loads with ``np.load(path, allow_pickle=False)``; see
+        :mod:`ctre_sparse.persistence` for its members. Writing is atomic.
+        """
+        check_is_fitted(self)
+        return self._write(Path(path))
+
+    @classmethod
+    def load(cls, path):
+        """Load an estimator saved by :meth:`save` (or a checkpoint).
+
+        The result predicts, and continues training with :meth:`partial_fit`
+        or ``fit(X, y, resume=path)`` exactly where the saved one stopped.
+        """
+        members = persistence.read_npz(path)
+        meta = persistence.read_json_member(members, "meta_json")
+        params = dict(meta["params"])
+        params["dtype"] = np.dtype(params["dtype"]).type
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        est = cls(**params)
+        est._restore(members, None, None, source=path)
+        return est
+
+    def _checkpoint_path(self):
+        return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / CHECKPOINT_NAME
+
+    def _resume_path(self, resume):
+        if resume is False or resume is None:
+            return None
+        if resume is True:
+            path = self._checkpoint_path()
+            if path is None:
+                raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
+            if not path.exists():
+                logger.info("no checkpoint at %s: starting from scratch", path)
+                return None
+            return path
+        return Path(resume)
+
+    def _write(self, path):
+        return persistence.atomic_savez(path, persistence.dump_members(self))
+
+    def _restore(self, members, X, codes, *, source):
+        persistence.restore_members(self, members, X, codes, source=source)
+
+
+def _fingerprint(X, codes):
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(X).tobytes())
+    digest.update(np.ascontiguousarray(codes).tobytes())
+    return digest.hexdigest()
+
+
+def _host(arr):
+    return arr.get() if type(arr).__module__.startswith("cupy") else arr
+
+
+def _host_csr(W):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.array(_host(W.data)), np.array(_host(W.indices)),
+                          np.array(_host(W.indptr))), shape=W.shape)
+
+
+def _plain(value):
+    """JSON-friendly scalar (history records are saved as JSON)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
