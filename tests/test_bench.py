@@ -276,3 +276,21 @@ def test_plot_writes_a_png(tmp_path):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no successful"):
         plot_kernels(records, str(tmp_path / "x.png"), batch=999)
+
+
+def test_markdown_report_and_update(tmp_path):
+    from ctre_sparse.bench import report
+
+    cfg = kernels.KernelBenchConfig(**TINY)
+    records = kernels.run_kernel_bench(cfg, ["reference", "scipy", "dense"])
+    text = report.markdown_report(records, n=64, density=0.05, batch=8)
+    assert "### Machine" in text and "| spmm | scipy |" in text
+    assert "max/min" in text  # the fixed-nnz-per-row table
+    assert "reference" in text.split("### Targets")[1].split("###")[0]
+    doc = tmp_path / "b.md"
+    doc.write_text(f"intro\n{report.START}\nold\n{report.END}\noutro\n")
+    report.update_markdown(doc, "NEW")
+    assert doc.read_text() == f"intro\n{report.START}\nNEW\n{report.END}\noutro\n"
+    doc.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        report.update_markdown(doc, "NEW")

@@ -15,7 +15,7 @@ import sys
 logger = logging.getLogger(__name__)
 
 __all__ = ["KERNEL_ISA_FLAGS", "cpu_model", "cpu_flags", "isa_features", "usable_cores",
-           "library_versions", "thread_counts", "cuda_info", "machine_block"]
+           "library_versions", "thread_counts", "native_isa", "cuda_info", "machine_block"]
 
 #: CPU flags (as spelled in /proc/cpuinfo) that matter to the kernels.
 KERNEL_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq",
@@ -101,6 +101,16 @@ def thread_counts():
     return counts
 
 
+def native_isa():
+    """The code path the native kernels use here (e.g. "avx512"), or None if not built."""
+    from ..backends import backend_status, get_backend
+
+    if backend_status()["native"] is not None:
+        return None
+    native = get_backend("native")
+    return str(native.isa()) if hasattr(native, "isa") else None
+
+
 def cuda_info():
     """GPU name, CuPy and CUDA versions, or ``{"available": False, "reason": ...}``."""
     try:
@@ -147,6 +157,7 @@ def machine_block(threads=None, device="cpu"):
         "cores": usable_cores(),
         "threads": threads,
         "isa": sorted(k for k, v in features.items() if v),
+        "native_isa": native_isa(),
         "platform": platform.platform(terse=True),
         "loadavg": _loadavg(),
         "versions": {k: v for k, v in library_versions().items() if v is not None},

@@ -22,7 +22,7 @@ def collect_info():
         "backends": {name: {"available": reason is None, "reason": reason}
                      for name, reason in status.items()},
         "cpu": {"model": machine.cpu_model(), "usable_cores": machine.usable_cores(),
-                "isa": machine.isa_features()},
+                "isa": machine.isa_features(), "native_isa": machine.native_isa()},
         "threads": machine.thread_counts(),
         "index_dtypes": _INDEX_POLICY,
         "cuda": machine.cuda_info(),
@@ -48,6 +48,8 @@ def format_info(info):
         lacks = [k for k, ok in cpu["isa"].items() if not ok]
         lines.append(f"  ISA features: {' '.join(have) or 'none'}"
                      + (f" (absent: {' '.join(lacks)})" if lacks else ""))
+    if cpu.get("native_isa"):
+        lines.append(f"  native kernels use: {cpu['native_isa']}")
     t = info["threads"]
     lines.append("threads: " + ", ".join(f"{k}={'-' if t[k] is None else t[k]}" for k in t))
     lines.append(f"index dtypes: {info['index_dtypes']}")
