@@ -1,0 +1,86 @@
+// cosine_pairs and topk_block: dispatchers plus the (ISA-independent) merge of
+// the top-k candidates.
+#include "cpu/common.h"
+#include "cpu/cosine.h"
+
+namespace ctre {
+
+template <class T>
+struct TopCand {
+  T score;
+  std::int64_t key;
+};
+
+// The top-k order: higher score first, then lower key first.
+template <class T>
+inline bool better(const TopCand<T>& a, const TopCand<T>& b) {
+  return a.score > b.score || (a.score == b.score && a.key < b.key);
+}
+
+// Keeps the k best of v (unordered) and returns the k-th best score, the new
+// admission threshold; k >= 1 and v.size() >= k.
+template <class T>
+T keep_best(std::vector<TopCand<T>>& v, std::int64_t k) {
+  std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), better<T>);
+  const T kth = v[k - 1].score;
+  v.resize(k);
+  return kth;
+}
+
+}  // namespace ctre
+
+#define CTRE_KERNEL_HEADER "cpu/cosine_kernel.h"
+#include "cpu/isa_expand.h"
+
+namespace ctre {
+
+template <class T>
+void cosine_pairs(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const T* A, const T* B,
+                  std::int64_t k, const std::int64_t* rows, const std::int64_t* cols, T* out) {
+  CTRE_DISPATCH(cosine_pairs_impl, n_a, n_b, dim, A, B, k, rows, cols, out);
+}
+
+template <class T, class I>
+std::int64_t topk_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, const I* indptr,
+                        const I* indices, std::int64_t k, std::int64_t n_top,
+                        const std::int64_t* keys_in, const T* scores_in,
+                        std::int64_t* keys_out, T* scores_out) {
+  if (k <= 0) return 0;
+  // Full top: only entries strictly above the k-th score can enter (an equal
+  // score loses the tie, its key being larger than every key seen so far).
+  const T thr0 = n_top >= k ? scores_in[k - 1] : T(-1);
+  std::vector<std::vector<TopCand<T>>> bufs;
+  CTRE_DISPATCH(topk_scan_block, m, n, S, r0, indptr, indices, k, thr0, bufs);
+  std::vector<TopCand<T>> all;
+  std::size_t total = static_cast<std::size_t>(n_top);
+  for (const auto& b : bufs) total += b.size();
+  all.reserve(total);
+  for (std::int64_t i = 0; i < n_top; ++i) all.push_back(TopCand<T>{scores_in[i], keys_in[i]});
+  for (const auto& b : bufs) all.insert(all.end(), b.begin(), b.end());
+  if (static_cast<std::int64_t>(all.size()) > k) keep_best(all, k);
+  std::sort(all.begin(), all.end(), better<T>);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    keys_out[i] = all[i].key;
+    scores_out[i] = all[i].score;
+  }
+  return static_cast<std::int64_t>(all.size());
+}
+
+template void cosine_pairs<float>(std::int64_t, std::int64_t, std::int64_t, const float*,
+                                  const float*, std::int64_t, const std::int64_t*,
+                                  const std::int64_t*, float*);
+template void cosine_pairs<double>(std::int64_t, std::int64_t, std::int64_t, const double*,
+                                   const double*, std::int64_t, const std::int64_t*,
+                                   const std::int64_t*, double*);
+
+#define CTRE_INSTANTIATE(T, I)                                                              \
+  template std::int64_t topk_block<T, I>(std::int64_t, std::int64_t, T*, std::int64_t,     \
+                                         const I*, const I*, std::int64_t, std::int64_t,   \
+                                         const std::int64_t*, const T*, std::int64_t*, T*);
+CTRE_INSTANTIATE(float, std::int32_t)
+CTRE_INSTANTIATE(float, std::int64_t)
+CTRE_INSTANTIATE(double, std::int32_t)
+CTRE_INSTANTIATE(double, std::int64_t)
+#undef CTRE_INSTANTIATE
+
+}  // namespace ctre

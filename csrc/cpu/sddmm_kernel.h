@@ -1,0 +1,98 @@
+// Row kernel of sddmm, compiled once per ISA path (see isa_expand.h; NO
+// include guard). Included by sddmm.cpp.
+//
+// out[p] = dot(G[r, :], X[cols[p], :]) for the nonzeros p of row r. A chunk
+// of G[r, :] (kSddmmVecs vectors, 128 floats on AVX-512) is held in
+// registers while the row's nonzeros stream by four at a time (four
+// independent FMA chains); each nonzero then costs one pass over its X row
+// and one horizontal sum per chunk. Batches longer than a chunk add the
+// partial dots of each chunk into out[p].
+
+namespace ctre {
+namespace CTRE_ISA_NS {
+
+template <int NV, class T, class I>
+inline void sddmm_chunk(std::int64_t p0, std::int64_t p1, const I* cols, const T* g,
+                        const T* X, std::int64_t batch, std::int64_t c0, bool first, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int W = S::W;
+  V gv[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) gv[v] = S::load(g + c0 + v * W);
+  const T* Xc = X + c0;
+  std::int64_t p = p0;
+  for (; p + 4 <= p1; p += 4) {
+    const T* x0 = Xc + static_cast<std::int64_t>(cols[p]) * batch;
+    const T* x1 = Xc + static_cast<std::int64_t>(cols[p + 1]) * batch;
+    const T* x2 = Xc + static_cast<std::int64_t>(cols[p + 2]) * batch;
+    const T* x3 = Xc + static_cast<std::int64_t>(cols[p + 3]) * batch;
+    V a0 = S::zero(), a1 = S::zero(), a2 = S::zero(), a3 = S::zero();
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      a0 = S::fma(gv[v], S::load(x0 + v * W), a0);
+      a1 = S::fma(gv[v], S::load(x1 + v * W), a1);
+      a2 = S::fma(gv[v], S::load(x2 + v * W), a2);
+      a3 = S::fma(gv[v], S::load(x3 + v * W), a3);
+    }
+    const T s0 = S::hsum(a0), s1 = S::hsum(a1), s2 = S::hsum(a2), s3 = S::hsum(a3);
+    if (first) {
+      out[p] = s0; out[p + 1] = s1; out[p + 2] = s2; out[p + 3] = s3;
+    } else {
+      out[p] += s0; out[p + 1] += s1; out[p + 2] += s2; out[p + 3] += s3;
+    }
+  }
+  for (; p < p1; ++p) {
+    const T* x = Xc + static_cast<std::int64_t>(cols[p]) * batch;
+    V a = S::zero();
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) a = S::fma(gv[v], S::load(x + v * W), a);
+    out[p] = first ? S::hsum(a) : out[p] + S::hsum(a);
+  }
+}
+
+template <class T, class I>
+inline void sddmm_row(std::int64_t p0, std::int64_t p1, const I* cols, const T* g, const T* X,
+                      std::int64_t batch, T* out) {
+  using S = Simd<T>;
+  constexpr int W = S::W, NB = S::kSddmmVecs;
+  std::int64_t c = 0;
+  bool first = true;
+  for (; c + NB * W <= batch; c += NB * W, first = false)
+    sddmm_chunk<NB>(p0, p1, cols, g, X, batch, c, first, out);
+  if (NB > 4 && c + 4 * W <= batch) {
+    sddmm_chunk<4>(p0, p1, cols, g, X, batch, c, first, out);
+    c += 4 * W;
+    first = false;
+  }
+  for (; c + W <= batch; c += W, first = false)
+    sddmm_chunk<1>(p0, p1, cols, g, X, batch, c, first, out);
+  if (c < batch || first) {  // scalar tail; also zeroes out when batch == 0
+    for (std::int64_t p = p0; p < p1; ++p) {
+      const T* x = X + static_cast<std::int64_t>(cols[p]) * batch;
+      T s = T(0);
+      for (std::int64_t j = c; j < batch; ++j) s += g[j] * x[j];
+      out[p] = first ? s : out[p] + s;
+    }
+  }
+}
+
+// See sddmm.h.
+template <class T, class I>
+void sddmm_rows(std::int64_t n_rows, std::int64_t batch, const I* indptr, const I* indices,
+                const T* G, const T* X, T* out) {
+  const std::int64_t nnz = n_rows ? static_cast<std::int64_t>(indptr[n_rows]) : 0;
+  const std::int64_t chunk = row_chunk(n_rows);
+  const bool parallel = nnz * batch > kParallelWork;
+#pragma omp parallel if (parallel)
+  {
+    DenormalGuard ftz;
+#pragma omp for schedule(dynamic, chunk) nowait
+    for (std::int64_t r = 0; r < n_rows; ++r)
+      sddmm_row(static_cast<std::int64_t>(indptr[r]), static_cast<std::int64_t>(indptr[r + 1]),
+                indices, G + r * batch, X, batch, out);
+  }
+}
+
+}  // namespace CTRE_ISA_NS
+}  // namespace ctre

@@ -1,0 +1,148 @@
+// Thin SIMD layer, one definition per ISA code path. NO include guard on
+// purpose: isa_expand.h includes it once per path, inside that path's
+// `#pragma GCC target` region, with CTRE_ISA (0 generic, 1 AVX2+FMA,
+// 2 AVX-512) and CTRE_ISA_NS (the namespace of the path) defined, so each
+// path's inline functions carry its own target and name (no ODR clash).
+//
+// Simd<T> gives: V (register type), W (lanes), zero, set1, load, store
+// (unaligned), fma (a * b + c), hsum (sum of lanes), gt_abs_mask (bit i set
+// when |p[i]| > t; NaN never compares greater), and the register-blocking
+// factors chosen for the path's register file.
+
+namespace ctre {
+namespace CTRE_ISA_NS {
+
+template <class T>
+struct Simd;
+
+#if CTRE_ISA == 2  // ------------------------------------------------ AVX-512
+
+template <>
+struct Simd<float> {
+  using V = __m512;
+  static constexpr int W = 16;
+  static constexpr int kSpmmVecs = 8;   // 128 floats of an output row in registers
+  static constexpr int kSddmmVecs = 8;  // 128 floats of G[row] in registers
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float hsum(V v) { return _mm512_reduce_add_ps(v); }
+  static unsigned gt_abs_mask(const float* p, float t) {
+    return _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(p)), _mm512_set1_ps(t), _CMP_GT_OQ);
+  }
+};
+
+template <>
+struct Simd<double> {
+  using V = __m512d;
+  static constexpr int W = 8;
+  static constexpr int kSpmmVecs = 8;
+  static constexpr int kSddmmVecs = 8;
+  static V zero() { return _mm512_setzero_pd(); }
+  static V set1(double x) { return _mm512_set1_pd(x); }
+  static V load(const double* p) { return _mm512_loadu_pd(p); }
+  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static double hsum(V v) { return _mm512_reduce_add_pd(v); }
+  static unsigned gt_abs_mask(const double* p, double t) {
+    return _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_loadu_pd(p)), _mm512_set1_pd(t), _CMP_GT_OQ);
+  }
+};
+
+#elif CTRE_ISA == 1  // ---------------------------------------------- AVX2+FMA
+
+template <>
+struct Simd<float> {
+  using V = __m256;
+  static constexpr int W = 8;
+  static constexpr int kSpmmVecs = 8;   // 64 floats; 16 ymm registers in all
+  static constexpr int kSddmmVecs = 4;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float hsum(V v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static unsigned gt_abs_mask(const float* p, float t) {
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_loadu_ps(p));
+    return static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(t), _CMP_GT_OQ)));
+  }
+};
+
+template <>
+struct Simd<double> {
+  using V = __m256d;
+  static constexpr int W = 4;
+  static constexpr int kSpmmVecs = 8;
+  static constexpr int kSddmmVecs = 4;
+  static V zero() { return _mm256_setzero_pd(); }
+  static V set1(double x) { return _mm256_set1_pd(x); }
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static double hsum(V v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
+  static unsigned gt_abs_mask(const double* p, double t) {
+    const __m256d a = _mm256_andnot_pd(_mm256_set1_pd(-0.0), _mm256_loadu_pd(p));
+    return static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(a, _mm256_set1_pd(t), _CMP_GT_OQ)));
+  }
+};
+
+#else  // --------------------------------------------------------------- generic
+
+#if defined(__GNUC__)
+// GCC/Clang vector extensions: 16-byte registers of the baseline ISA (SSE2 on
+// x86-64, NEON on aarch64); a * b + c is contracted to an FMA where it exists.
+template <class T>
+struct Simd {
+  static constexpr int W = 16 / sizeof(T);
+  typedef T V __attribute__((vector_size(16)));
+  static constexpr int kSpmmVecs = 8;
+  static constexpr int kSddmmVecs = 4;
+  static V zero() { return V{}; }
+  static V set1(T x) { return V{} + x; }
+  static V load(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static T hsum(V v) {
+    T s = 0;
+    for (int i = 0; i < W; ++i) s += v[i];
+    return s;
+  }
+  static unsigned gt_abs_mask(const T* p, T t) {
+    unsigned m = 0;
+    for (int i = 0; i < W; ++i) m |= static_cast<unsigned>(std::fabs(p[i]) > t) << i;
+    return m;
+  }
+};
+#else
+template <class T>
+struct Simd {  // scalar: any C++17 compiler
+  static constexpr int W = 1;
+  using V = T;
+  static constexpr int kSpmmVecs = 8;
+  static constexpr int kSddmmVecs = 4;
+  static V zero() { return T(0); }
+  static V set1(T x) { return x; }
+  static V load(const T* p) { return *p; }
+  static void store(T* p, V v) { *p = v; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static T hsum(V v) { return v; }
+  static unsigned gt_abs_mask(const T* p, T t) { return std::fabs(*p) > t ? 1u : 0u; }
+};
+#endif
+
+#endif
+
+}  // namespace CTRE_ISA_NS
+}  // namespace ctre

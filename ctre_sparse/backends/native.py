@@ -1,0 +1,111 @@
+"""Native backend: the C++17/OpenMP kernels of the compiled module ``ctre_sparse._native``.
+
+Implements the kernel contract of :mod:`ctre_sparse.backends.reference` with
+the same signatures. The products (``spmm``, ``spmm_t``, ``sddmm``) and
+``cosine_pairs`` run in C++ with the GIL released, parallel over rows, on the
+best SIMD code path of this CPU (AVX-512, AVX2+FMA or generic, chosen at run
+time; see :func:`isa`). ``topk_cosine`` forms each block of scores with a
+NumPy (BLAS) product of the unit-normalised rows, exactly as the reference
+does, and merges it into the streaming top-k natively (masking, threshold
+filter, partial sort), so it returns exactly the reference's answer.
+
+The module imports even when the extension is missing; :func:`unavailable_reason`
+then says why, and the registry falls back to numba.
+
+Build the extension in place with ``python setup.py build_ext --inplace``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .reference import normalize_rows
+
+NAME = "native"
+
+try:
+    from .. import _native
+except ImportError as exc:  # not built, or built for another Python / platform
+    _native = None
+    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+else:
+    _IMPORT_ERROR = None
+
+__all__ = ["unavailable_reason", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
+           "prune_magnitude", "insert", "get_num_threads", "set_num_threads", "isa"]
+
+
+def unavailable_reason():
+    """``None`` when the compiled module loads, else why it does not."""
+    if _native is None:
+        return (f"the compiled module ctre_sparse._native cannot be imported ({_IMPORT_ERROR}); "
+                "build it with `python setup.py build_ext --inplace` (needs a C++17 compiler "
+                "with OpenMP and pybind11)")
+    return None
+
+
+def get_num_threads():
+    """Number of OpenMP threads the native kernels use."""
+    return _native.get_num_threads()
+
+
+def set_num_threads(n):
+    """Set the number of OpenMP threads of the native kernels.
+
+    Parameters
+    ----------
+    n : int
+        At least 1.
+    """
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"number of threads must be >= 1, got {n}")
+    _native.set_num_threads(n)
+
+
+def isa():
+    """The SIMD code path in use: ``"avx512"``, ``"avx2"`` or ``"generic"``."""
+    return _native.isa()
+
+
+def spmm(indptr, indices, data, X, out):
+    _native.spmm(indptr, indices, data, X, out)
+
+
+def spmm_t(t_indptr, t_indices, t_perm, data, G, out):
+    _native.spmm_t(t_indptr, t_indices, t_perm, data, G, out)
+
+
+def sddmm(indptr, indices, G, X, out):
+    _native.sddmm(indptr, indices, G, X, out)
+
+
+def _int64(a):
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def cosine_pairs(A, B, rows, cols, out):
+    _native.cosine_pairs(A, B, _int64(rows), _int64(cols), out)
+
+
+def topk_cosine(A, B, k, indptr, indices, block_rows):
+    n_out, n_in = B.shape[0], A.shape[0]
+    keys = np.zeros(0, dtype=np.int64)
+    scores = np.zeros(0, dtype=A.dtype)
+    if k > 0 and n_out > 0 and n_in > 0:
+        An, Bn = normalize_rows(A), normalize_rows(B)
+        AnT = An.T
+        for r0 in range(0, n_out, block_rows):
+            r1 = min(r0 + block_rows, n_out)
+            S = np.ascontiguousarray(Bn[r0:r1] @ AnT)  # the reference's product, bit for bit
+            keys, scores = _native.topk_block(S, r0, indptr, indices, k, keys, scores)
+    return keys // max(n_in, 1), keys % max(n_in, 1), scores
+
+
+def prune_magnitude(indptr, indices, data, n_remove):
+    return _native.prune_magnitude(np.ascontiguousarray(data), int(n_remove))
+
+
+def insert(indptr, indices, data, rows, cols, values, n_cols):
+    return _native.insert(indptr, indices, data, _int64(rows), _int64(cols),
+                          np.ascontiguousarray(values, dtype=data.dtype))
