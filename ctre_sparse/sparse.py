@@ -241,9 +241,12 @@ class CSRMatrix:
         """Return the row (output neuron) of every stored entry, shape (nnz,)."""
         if self._rows is None:
             xp = self.xp
-            counts = xp.diff(self.indptr)
-            self._rows = xp.repeat(xp.arange(self.n_out, dtype=self.index_dtype), counts.tolist()
-                                   if xp is not np else counts)
+            if xp is np:
+                self._rows = np.repeat(np.arange(self.n_out, dtype=self.index_dtype),
+                                       np.diff(self.indptr))
+            else:  # cupy.repeat needs host counts; a binary search per entry stays on the device
+                self._rows = xp.searchsorted(self.indptr[1:], xp.arange(
+                    self.nnz, dtype=self.index_dtype), side="right").astype(self.index_dtype)
         return self._rows
 
     def invalidate_cache(self):
