@@ -4,7 +4,6 @@ No speed is asserted here: only that the numbers are computed and recorded right
 """
 
 import json
-import math
 import types
 
 import numpy as np

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import ops
-from ..backends import BACKENDS, backend_status, get_backend
+from ..backends import BACKENDS, get_backend
 
 logger = logging.getLogger(__name__)
 

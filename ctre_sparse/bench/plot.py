@@ -60,16 +60,7 @@ def plot_kernels(records, path, *, batch=128, dtype="float32", series="grid"):
                 axes[i][j].set_xlabel("density")
             if j == 0:
                 axes[i][j].set_ylabel("GFLOP/s (2·nnz·batch/t)")
-    handles, labels = {}, []
-    for ax in fig.axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles.keys()), loc="upper center",
-               ncol=len(handles), frameon=False)
-    machine = rows[0].get("machine") or {}
-    fig.text(0.5, 0.005, f"{machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, "
-             f"{dtype}; dense = BLAS on the dense equivalent (its useful GFLOP/s)",
-             ha="center", fontsize=8)
+    _legend_and_footer(fig, rows[0].get("machine") or {}, dtype)
     fig.tight_layout(rect=(0, 0.02, 1, 0.95))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -89,3 +80,15 @@ def _panel(ax, rows):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
+
+
+def _legend_and_footer(fig, machine, dtype):
+    handles = {}
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper center",
+               ncol=len(handles), frameon=False)
+    fig.text(0.5, 0.005, f"{machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, "
+             f"{dtype}; dense = BLAS on the dense equivalent (its useful GFLOP/s)",
+             ha="center", fontsize=8)
