@@ -293,3 +293,11 @@ def test_markdown_report_and_update(tmp_path):
     doc.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         report.update_markdown(doc, "NEW")
+
+
+def test_thread_limits_set_and_restore():
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    with kernels.thread_limits(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before

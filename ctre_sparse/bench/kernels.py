@@ -110,31 +110,48 @@ def default_competitors(device="cpu"):
 
 
 # ------------------------------------------------------------------ threads
-@contextlib.contextmanager
-def thread_limits(threads):
-    """Run numba, the native backend, torch and BLAS with ``threads`` threads."""
+def _thread_setters():
+    """``{name: (get, set)}`` for the thread pools we control directly (not BLAS)."""
     from ..backends import backend_status, get_backend
 
+    setters = {}
     try:
         import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except Exception as exc:
-        logger.warning("could not set numba threads: %s", exc)
-    if backend_status()["native"] is None and hasattr(get_backend("native"), "set_num_threads"):
-        get_backend("native").set_num_threads(threads)
-    if "torch" in sys.modules or peer_available("torch") is None:
+        cap = numba.config.NUMBA_NUM_THREADS
+        setters["numba"] = (numba.get_num_threads, lambda n: numba.set_num_threads(min(n, cap)))
+    except Exception as exc:  # numba is a dependency; report rather than crash
+        logger.warning("cannot control numba threads: %s", exc)
+    if backend_status()["native"] is None:
+        native = get_backend("native")
+        if hasattr(native, "set_num_threads") and hasattr(native, "get_num_threads"):
+            setters["native"] = (native.get_num_threads, native.set_num_threads)
+    if peer_available("torch") is None:
         import torch
 
-        torch.set_num_threads(threads)
+        setters["torch"] = (torch.get_num_threads, torch.set_num_threads)
+    return setters
+
+
+@contextlib.contextmanager
+def thread_limits(threads):
+    """Run numba, the native backend, torch and BLAS with ``threads`` threads; restore after."""
+    setters = _thread_setters()
+    before = {name: get() for name, (get, _) in setters.items()}
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        logger.warning("threadpoolctl missing: BLAS thread count not controlled")
-        yield
-        return
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
+        for _, set_ in setters.values():
+            set_(threads)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            logger.warning("threadpoolctl missing: BLAS thread count not controlled")
+            yield
+            return
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        for name, (_, set_) in setters.items():
+            set_(before[name])
 
 
 # ------------------------------------------------------------------ operands
