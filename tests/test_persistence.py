@@ -1,0 +1,218 @@
+"""Save/load (.npz without pickle), checkpoints, and bit-identical resume."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ctre_sparse import CTREClassifier
+from ctre_sparse import persistence
+from ctre_sparse.persistence import atomic_savez, decode_state, encode_state, read_npz
+
+
+@pytest.fixture(scope="module")
+def data():
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=150, n_features=12, n_informative=6, n_classes=3,
+                               random_state=0)
+    return X.astype(np.float32), y
+
+
+def make(**kw):
+    params = dict(hidden_layer_sizes=(20, 12), epsilon=3, max_epochs=3, learning_rate=0.05,
+                  batch_size=25, random_state=7, growth="ctre_sim")
+    params.update(kw)
+    return CTREClassifier(**params)
+
+
+def assert_same_model(a, b):
+    assert a.n_iter_ == b.n_iter_
+    for ca, cb in zip(a.coefs_, b.coefs_):
+        np.testing.assert_array_equal(ca.indptr, cb.indptr)
+        np.testing.assert_array_equal(ca.indices, cb.indices)
+        np.testing.assert_array_equal(ca.data, cb.data)       # exact, bit for bit
+    for ia, ib in zip(a.intercepts_, b.intercepts_):
+        np.testing.assert_array_equal(ia, ib)
+
+
+def test_save_load_roundtrip(data, tmp_path):
+    X, y = data
+    clf = make().fit(X, y)
+    path = clf.save(tmp_path / "model.npz")
+    back = CTREClassifier.load(path)
+    assert_same_model(clf, back)
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert back.get_params() == clf.get_params()
+    assert back.history_ == json.loads(json.dumps(clf.history_))
+    np.testing.assert_array_equal(back.classes_, clf.classes_)
+    assert back.n_features_in_ == 12
+
+
+def test_file_is_documented_npz_without_pickle(data, tmp_path):
+    X, y = data
+    clf = make().fit(X, y)
+    clf.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        assert str(z["format"]) == "ctre_sparse.CTREClassifier"
+        assert int(z["format_version"]) == 1
+        meta = json.loads(str(z["meta_json"]))
+        assert meta["params"]["hidden_layer_sizes"] == [20, 12]
+        assert meta["params"]["dtype"] == "float32" and meta["n_iter"] == 3
+        history = json.loads(str(z["history_json"]))
+        assert len(history) == 3
+        for i, W in enumerate(clf.coefs_):
+            shape = tuple(z[f"layers/{i}/shape"])
+            assert shape == W.T.shape                       # stored (n_out, n_in)
+            import scipy.sparse as sp
+            stored = sp.csr_matrix((z[f"layers/{i}/data"], z[f"layers/{i}/indices"],
+                                    z[f"layers/{i}/indptr"]), shape=shape)
+            assert (stored.T != W).nnz == 0
+            np.testing.assert_array_equal(z[f"layers/{i}/bias"], clf.intercepts_[i])
+        state = json.loads(str(z["state_json"]))
+        assert "optimizer" in state and "rng" in state and "updater" in state
+
+
+def test_string_classes_roundtrip(data, tmp_path):
+    X, y = data
+    labels = np.array(["a", "b", "c"], dtype=object)[y]
+    clf = make(max_epochs=1).fit(X, labels)
+    clf.save(tmp_path / "s.npz")
+    back = CTREClassifier.load(tmp_path / "s.npz")
+    assert list(back.predict(X[:10])) == list(clf.predict(X[:10]))
+
+
+def test_resume_after_interrupt_is_identical(data, tmp_path):
+    X, y = data
+    straight = make(max_epochs=6).fit(X, y)
+
+    def interrupt(est, record):
+        if record["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make(max_epochs=6, checkpoint_dir=tmp_path).fit(X, y, callbacks=[interrupt])
+    assert CTREClassifier.load(tmp_path / "checkpoint.npz").n_iter_ == 3
+    resumed = make(max_epochs=6, checkpoint_dir=tmp_path).fit(X, y, resume=True)
+    assert_same_model(straight, resumed)
+    assert [r["train_loss"] for r in resumed.history_] == \
+        [r["train_loss"] for r in straight.history_]
+    assert resumed.history_[-1]["val_accuracy"] == straight.history_[-1]["val_accuracy"]
+
+
+def test_resume_from_path_with_larger_max_epochs(data, tmp_path):
+    X, y = data
+    straight = make(max_epochs=5, growth="ctre_seq", patience=1).fit(X, y)
+    make(max_epochs=2, growth="ctre_seq", patience=1, checkpoint_dir=tmp_path).fit(X, y)
+    resumed = make(max_epochs=5, growth="ctre_seq", patience=1).fit(
+        X, y, resume=tmp_path / "checkpoint.npz")
+    assert_same_model(straight, resumed)
+
+
+def test_checkpoint_every(data, tmp_path):
+    X, y = data
+    epochs_written = []
+
+    def watch(est, record):
+        path = tmp_path / "checkpoint.npz"
+        epochs_written.append(CTREClassifier.load(path).n_iter_ if path.exists() else None)
+
+    make(max_epochs=5, checkpoint_dir=tmp_path, checkpoint_every=2).fit(X, y, callbacks=[watch])
+    assert epochs_written == [None, 2, 2, 4, 5]       # every 2 epochs and at the end
+
+
+def test_load_then_partial_fit_continues_identically(data, tmp_path):
+    X, y = data
+    a = make()
+    for _ in range(4):
+        a.partial_fit(X, y, classes=np.unique(y))
+    b = make()
+    for _ in range(2):
+        b.partial_fit(X, y, classes=np.unique(y))
+    b.save(tmp_path / "half.npz")
+    c = CTREClassifier.load(tmp_path / "half.npz")
+    for _ in range(2):
+        c.partial_fit(X, y)
+    assert_same_model(a, c)
+
+
+def test_resume_refuses_other_data_or_params(data, tmp_path):
+    X, y = data
+    make(checkpoint_dir=tmp_path).fit(X, y)
+    with pytest.raises(ValueError, match="fingerprint"):
+        make(max_epochs=4, checkpoint_dir=tmp_path).fit(X * 2, y, resume=True)
+    with pytest.raises(ValueError, match="zeta"):
+        make(max_epochs=4, zeta=0.3, checkpoint_dir=tmp_path).fit(X, y, resume=True)
+    with pytest.raises(ValueError, match="features"):
+        make(max_epochs=4, checkpoint_dir=tmp_path).fit(X[:, :5], y, resume=True)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        make().fit(X, y, resume=True)
+
+
+def test_resume_without_checkpoint_starts_fresh(data, tmp_path):
+    X, y = data
+    fresh = make(checkpoint_dir=tmp_path / "new").fit(X, y, resume=True)
+    assert_same_model(fresh, make().fit(X, y))
+
+
+def test_pickle_roundtrip(data):
+    import pickle
+
+    X, y = data
+    clf = make().fit(X, y)
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+
+
+def test_read_npz_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+        read_npz(tmp_path / "nothing.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a ctre_sparse model"):
+        CTREClassifier.load(tmp_path / "other.npz")
+    np.savez(tmp_path / "future.npz", format=np.array(persistence.FORMAT),
+             format_version=np.array(99))
+    with pytest.raises(ValueError, match="newer"):
+        read_npz(tmp_path / "future.npz")
+
+
+def test_state_encoding_roundtrip():
+    tree = {"a": np.arange(4, dtype=np.int32), "big": 2**100 + 3, "none": None,
+            "nan": float("nan"), "t": (1, "x", [np.ones(2)]), 3: "int key",
+            "nested": {"__odd": np.float32(1.5), "flag": True}}
+    arrays = {}
+    text = encode_state(tree, arrays)
+    back = decode_state(text, arrays)
+    assert back["big"] == 2**100 + 3 and back["none"] is None and np.isnan(back["nan"])
+    assert back[3] == "int key" and back["nested"]["__odd"] == 1.5
+    assert isinstance(back["t"], tuple) and back["t"][1] == "x"
+    np.testing.assert_array_equal(back["a"], tree["a"])
+    assert back["a"].dtype == np.int32
+    with pytest.raises(ValueError, match="cannot save"):
+        encode_state({"f": lambda: 0}, {})
+    with pytest.raises(ValueError, match="object array"):
+        encode_state({"o": np.array([None, 1], dtype=object)}, {})
+
+
+def test_state_encoding_reuses_known_arrays():
+    w = np.arange(5.0)
+    arrays = {"layers/0/data": w}
+    text = encode_state({"copy": w.copy(), "other": w + 1}, arrays,
+                        known=[("layers/0/data", w)])
+    assert json.loads(text)["copy"] == {"__array__": "layers/0/data"}
+    assert len(arrays) == 2
+
+
+class _Explodes:
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("boom while writing")
+
+
+def test_atomic_write_keeps_previous_file(tmp_path):
+    path = tmp_path / "f.npz"
+    atomic_savez(path, {"x": np.arange(3)})
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_savez(path, {"x": np.arange(4), "y": _Explodes()})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["f.npz"]
