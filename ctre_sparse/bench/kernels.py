@@ -228,6 +228,13 @@ def measure(name, op, case, operands, expected, config):
     return rec
 
 
+def _nothing_to_measure(device):
+    from ..backends import backend_status
+
+    raise RuntimeError(f"nothing to measure on device {device!r}: backend cuda: "
+                       f"{backend_status()['cuda']}; peers: {peer_available('cusparse', device)}")
+
+
 def run_kernel_bench(config, competitors=None, on_group=None):
     """Measure every case x op x competitor of ``config``.
 
@@ -252,6 +259,8 @@ def run_kernel_bench(config, competitors=None, on_group=None):
     if unknown:
         raise ValueError(f"ops must be among {OPS}, got {unknown}")
     competitors = list(competitors or config.backends or default_competitors(config.device))
+    if not competitors:
+        _nothing_to_measure(config.device)
     threads = config.threads or usable_cores()
     config = replace(config, threads=threads)
     machine = machine_block(threads=threads, device=config.device)
@@ -436,6 +445,8 @@ def run_from_args(args, stream=None):
     stream = stream or sys.stdout
     config = config_from_args(args)
     competitors = list(config.backends or default_competitors(config.device))
+    if not competitors:
+        _nothing_to_measure(config.device)
     n_cases = len(build_cases(config)) * len(config.ops)
     print(f"kernel benchmark: {n_cases} case x op groups, competitors {competitors}, "
           f"{config.dtype}, device {config.device}", file=stream)
