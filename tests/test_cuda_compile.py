@@ -318,3 +318,10 @@ def test_prune_and_insert_match_reference(numpy_cuda):
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
             assert g.dtype == w.dtype
+
+
+def test_row_block_choice():
+    assert not cuda_backend.use_row_blocks(100_000, 2_000_000, 4)  # many short rows: warp/row
+    assert cuda_backend.use_row_blocks(100_000, 100_000 * 300, 4)  # long rows
+    assert cuda_backend.use_row_blocks(10, 10 * 100, 4)  # 10-row output layer
+    assert not cuda_backend.use_row_blocks(10, 10 * 5, 4)  # ... unless rows are tiny

@@ -47,6 +47,10 @@ USE_CUSPARSE = {op: op in os.environ.get("CTRE_SPARSE_CUSPARSE", "").split(",")
                 for op in ("spmm", "spmm_t")}
 #: Mean row length (nnz / rows) from which spmm/spmm_t use one block per row.
 BLOCK_ROW_MIN_MEAN = 256
+#: Below this many (row, batch tile) warps the GPU is underfed by one warp per
+#: row, so rows of at least 64 nonzeros are split across a block's warps instead
+#: (e.g. a 10-row output layer).
+SMALL_GRID_WARPS = 2048
 #: Warps per thread block in the warp-per-row / warp-per-group kernels.
 WARPS_PER_BLOCK = 8
 #: Warps splitting one row in the block-per-row kernels.
@@ -193,6 +197,14 @@ def vector_width(batch):
 
 
 # ---------------------------------------------------------------- products
+def use_row_blocks(n_rows, nnz, tiles):
+    """True when spmm/spmm_t should run one block (not one warp) per row: long rows, or
+    few rows of moderate length (see :data:`BLOCK_ROW_MIN_MEAN`, :data:`SMALL_GRID_WARPS`)."""
+    if nnz >= BLOCK_ROW_MIN_MEAN * n_rows:
+        return True
+    return n_rows * tiles < SMALL_GRID_WARPS and nnz >= 64 * n_rows
+
+
 def _csr_rows_product(stem, indptr, indices, perm, data, dense, out):
     """Launch the warp- or block-per-row kernel of ``stem`` ("spmm" or "spmm_t")."""
     n_rows, batch = out.shape
@@ -201,7 +213,7 @@ def _csr_rows_product(stem, indptr, indices, perm, data, dense, out):
     idx_c, val_c = _ctypes(indices.dtype, data.dtype)
     arrays = (indptr, indices) + ((perm,) if perm is not None else ()) + (data, dense, out)
     args = arrays + (np.int64(n_rows), np.int64(batch))
-    if indices.shape[0] >= BLOCK_ROW_MIN_MEAN * n_rows:
+    if use_row_blocks(n_rows, indices.shape[0], tiles):
         threads = 32 * ROW_BLOCK_WARPS
         kernel = _kernel(stem, f"{stem}_block", idx_c, val_c, v)
         kernel((_blocks(n_rows, 1), tiles), (threads,), args,
