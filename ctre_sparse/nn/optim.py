@@ -1,0 +1,182 @@
+"""Stochastic gradient descent with (Nesterov) momentum on sparse weights."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SGD"]
+
+
+class SGD:
+    """SGD with momentum, optional Nesterov, and L2 weight decay on the nonzeros.
+
+    For a parameter ``w`` with gradient ``g`` (the weights ``W.data`` of
+    every layer, aligned with their momentum ``v``; and the biases)::
+
+        g = g + weight_decay * w        # weights only, never the biases
+        v = momentum * v + g
+        step = g + momentum * v if nesterov else v
+        w = w - lr * step
+
+    (the formulation of ``torch.optim.SGD``). Only stored connections exist,
+    so decay and momentum touch the nonzeros only. After a topology change
+    :meth:`remap` carries the momentum of kept connections over and starts
+    new ones at 0.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.01
+    momentum : float, default 0.9
+    nesterov : bool, default True
+    weight_decay : float, default 1e-4
+    schedule : callable or None
+        ``schedule(epoch) -> lr or None`` (``epoch`` counts from 0), asked at
+        :meth:`start_epoch`; None keeps ``learning_rate``.
+
+    Notes
+    -----
+    :meth:`step` consumes the gradients: it overwrites ``grad_W`` and
+    ``grad_b`` of the layers with the applied step.
+
+    Examples
+    --------
+    >>> opt = SGD(learning_rate=0.1, momentum=0.0, weight_decay=0.0)
+    >>> opt.start_epoch(0)
+    0.1
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                 schedule=None):
+        if not float(learning_rate) > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if not float(weight_decay) >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if schedule is not None and not callable(schedule):
+            raise ValueError(f"schedule must be callable(epoch) -> lr or None, got {schedule!r}")
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        self.schedule = schedule
+        self.current_lr = self.learning_rate
+        self.velocity_W = None  # list of arrays aligned with each layer's W.data
+        self.velocity_b = None
+        self._tmp = {}
+
+    def start_epoch(self, epoch):
+        """Set the learning rate for ``epoch`` (0-based) from the schedule; return it."""
+        lr = self.schedule(int(epoch)) if self.schedule is not None else None
+        self.current_lr = self.learning_rate if lr is None else float(lr)
+        if not self.current_lr > 0:
+            raise ValueError(f"schedule({epoch}) gave learning rate {lr!r}; expected > 0")
+        return self.current_lr
+
+    def _init_state(self, model):
+        self.velocity_W = [np.zeros_like(layer.W.data) for layer in model.layers]
+        self.velocity_b = [np.zeros_like(layer.b) for layer in model.layers]
+
+    def _scratch(self, key, like):
+        tmp = self._tmp.get(key)
+        if tmp is None or tmp.shape != like.shape or tmp.dtype != like.dtype:
+            tmp = np.empty_like(like)
+            self._tmp[key] = tmp
+        return tmp
+
+    def _update(self, w, g, v, tmp, decay):
+        if decay:
+            np.multiply(w, decay, out=tmp)
+            g += tmp
+        if self.momentum:
+            v *= self.momentum
+            v += g
+            if self.nesterov:
+                np.multiply(v, self.momentum, out=tmp)
+                g += tmp
+            else:
+                g[...] = v
+        g *= self.current_lr
+        w -= g
+
+    def step(self, model):
+        """Apply one update to every layer of ``model`` in place."""
+        if self.velocity_W is None:
+            self._init_state(model)
+        if len(self.velocity_W) != model.n_layers:
+            raise ValueError(f"optimizer holds state for {len(self.velocity_W)} layers, the "
+                             f"model has {model.n_layers}")
+        for i, layer in enumerate(model.layers):
+            v = self.velocity_W[i]
+            if v.shape[0] != layer.W.nnz:
+                raise ValueError(f"layer {i}: momentum has {v.shape[0]} entries but W has "
+                                 f"{layer.W.nnz}; call remap() after changing the topology")
+            self._update(layer.W.data, layer.grad_W, v, self._scratch(("W", i), v),
+                         self.weight_decay)
+            self._update(layer.b, layer.grad_b, self.velocity_b[i],
+                         self._scratch(("b", i), layer.b), 0.0)
+
+    def remap(self, layer_index, kept, old_positions, new_positions, new_nnz):
+        """Carry the momentum of layer ``layer_index`` over a prune + insert.
+
+        Parameters
+        ----------
+        layer_index : int
+        kept : int array
+            Positions in the old ``data`` of the entries that survived pruning
+            (``PruneResult.kept``).
+        old_positions : int array
+            Where each surviving entry sits in the new ``data``
+            (``InsertResult.old_positions``).
+        new_positions : int array
+            Where each inserted entry sits (``InsertResult.new_positions``); its
+            momentum is 0.
+        new_nnz : int
+        """
+        if self.velocity_W is None:
+            return
+        old = self.velocity_W[layer_index]
+        new = np.zeros(int(new_nnz), dtype=old.dtype)
+        new[old_positions] = old[kept]
+        if new_positions.shape[0] + old_positions.shape[0] != new.shape[0]:
+            raise ValueError(f"remap: {old_positions.shape[0]} kept + {new_positions.shape[0]} "
+                             f"new entries do not add up to new_nnz={new_nnz}")
+        self.velocity_W[layer_index] = new
+
+    def state_dict(self):
+        """Hyper-parameters, current learning rate and momentum arrays (copies).
+
+        Keys: ``learning_rate``, ``momentum``, ``nesterov``, ``weight_decay``,
+        ``current_lr``, ``n_layers`` (0 before the first step) and
+        ``velocity.{l}.W`` / ``velocity.{l}.b``. The schedule is not saved.
+        """
+        d = {"learning_rate": self.learning_rate, "momentum": self.momentum,
+             "nesterov": self.nesterov, "weight_decay": self.weight_decay,
+             "current_lr": self.current_lr,
+             "n_layers": 0 if self.velocity_W is None else len(self.velocity_W)}
+        for i in range(d["n_layers"]):
+            d[f"velocity.{i}.W"] = self.velocity_W[i].copy()
+            d[f"velocity.{i}.b"] = self.velocity_b[i].copy()
+        return d
+
+    def load_state_dict(self, d):
+        """Restore a :meth:`state_dict` (the schedule stays as constructed)."""
+        self.learning_rate = float(d["learning_rate"])
+        self.momentum = float(d["momentum"])
+        self.nesterov = bool(d["nesterov"])
+        self.weight_decay = float(d["weight_decay"])
+        self.current_lr = float(d["current_lr"])
+        n = int(d["n_layers"])
+        if n == 0:
+            self.velocity_W = self.velocity_b = None
+        else:
+            self.velocity_W = [np.array(d[f"velocity.{i}.W"]) for i in range(n)]
+            self.velocity_b = [np.array(d[f"velocity.{i}.b"]) for i in range(n)]
+
+    def __repr__(self):
+        return (f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
+                f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")

@@ -1,0 +1,333 @@
+"""Growth strategies: where the connections removed by pruning come back.
+
+Every strategy answers one question, :meth:`GrowthStrategy.choose`: given a
+layer after pruning, which ``n`` absent connections to add. Pruning, the new
+weights and the optimizer remap are the updater's job
+(:class:`~ctre_sparse.topology.updater.TopologyUpdater`).
+
+``"random"`` (SET, Mocanu et al. 2018)
+    Uniform among the absent connections.
+``"cosine"``
+    The ``n`` absent connections with the largest ``|cos|`` between the
+    activations of their two neurons (:func:`~ctre_sparse.ops.topk_cosine`).
+``"ctre_seq"`` (Atashgahi et al. 2022)
+    Cosine until the monitored validation accuracy has not improved for
+    ``patience`` epochs, random from then on, for good.
+``"ctre_sim"`` (Atashgahi et al. 2022)
+    Cosine picks; a pick that re-adds a connection pruned in this same step
+    is replaced by a random absent connection.
+``"static"``
+    No pruning, no growth: the initial topology stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GrowthContext", "GrowthStrategy", "RandomGrowth", "CosineGrowth", "CTRESeqGrowth",
+           "CTRESimGrowth", "StaticGrowth", "GROWTH_STRATEGIES", "get_growth", "sample_absent",
+           "pattern_keys"]
+
+
+def pattern_keys(W):
+    """Sorted linear keys ``row * n_in + col`` (int64) of the stored connections of ``W``."""
+    return W.row_indices().astype(np.int64) * W.n_in + W.indices.astype(np.int64)
+
+
+def _in_sorted(keys, sorted_ref):
+    """Boolean mask: which ``keys`` occur in the sorted array ``sorted_ref``."""
+    if sorted_ref.shape[0] == 0 or keys.shape[0] == 0:
+        return np.zeros(keys.shape[0], dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ref, keys), sorted_ref.shape[0] - 1)
+    return sorted_ref[pos] == keys
+
+
+def sample_absent(n_out, n_in, n, rng, exclude_keys):
+    """Draw ``n`` distinct positions uniformly among those not in ``exclude_keys``.
+
+    Rejection sampling on linear keys against the sorted excluded keys:
+    memory O(n + len(exclude_keys)), never O(n_out * n_in), as long as at
+    most half of the positions are excluded (past that, the absent positions
+    are enumerated, which costs O(n_out * n_in) <= O(2 * len(exclude_keys))).
+
+    Parameters
+    ----------
+    n_out, n_in : int
+        Shape of the layer.
+    n : int
+        How many positions to draw.
+    rng : numpy.random.Generator
+    exclude_keys : int64 ndarray, sorted, unique
+        Linear keys ``row * n_in + col`` that must not be drawn.
+
+    Returns
+    -------
+    rows, cols : int64 ndarrays, shape (n,)
+        Sorted by linear key.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rows, cols = sample_absent(3, 3, 8, np.random.default_rng(0), np.array([4]))
+    >>> sorted(zip(rows.tolist(), cols.tolist())) == [(r, c) for r in range(3)
+    ...                                              for c in range(3) if (r, c) != (1, 1)]
+    True
+    """
+    total = int(n_out) * int(n_in)
+    n_absent = total - exclude_keys.shape[0]
+    if not 0 <= n <= n_absent:
+        raise ValueError(f"cannot draw {n} absent positions out of {n_absent}")
+    if n == 0:
+        keys = np.zeros(0, dtype=np.int64)
+    elif exclude_keys.shape[0] > total // 2:
+        absent = np.setdiff1d(np.arange(total, dtype=np.int64), exclude_keys, assume_unique=True)
+        keys = np.sort(rng.choice(absent, size=n, replace=False))
+    else:
+        keys = np.zeros(0, dtype=np.int64)
+        while keys.shape[0] < n:
+            need = n - keys.shape[0]
+            draw = np.unique(rng.integers(0, total, size=int(need * 1.2) + 16, dtype=np.int64))
+            keys = np.union1d(keys, draw[~_in_sorted(draw, exclude_keys)])
+        if keys.shape[0] > n:
+            keys = keys[np.sort(rng.choice(keys.shape[0], size=n, replace=False))]
+    return keys // n_in, keys % n_in
+
+
+def _random_pick(ctx, n, rng):
+    rows, cols = sample_absent(ctx.W.n_out, ctx.W.n_in, n, rng, pattern_keys(ctx.W))
+    return rows, cols, 0
+
+
+@dataclass
+class GrowthContext:
+    """What a strategy may look at when choosing the connections of one layer.
+
+    Attributes
+    ----------
+    layer_index : int
+    W : CSRMatrix
+        The layer's weight after pruning (its connections are excluded).
+    removed_rows, removed_cols : int64 ndarray
+        Connections pruned in this same step.
+    A_in : ndarray, shape (n_in, S) or None
+        Input-side activations (layer l-1's output; the raw input for layer 0).
+    A_out : ndarray, shape (n_out, S) or None
+        Output-side activations (layer l's output; softmax for the last layer).
+    backend : str
+    block_bytes : int
+        Memory budget of one block in :func:`~ctre_sparse.ops.topk_cosine`.
+    """
+
+    layer_index: int
+    W: object
+    removed_rows: np.ndarray
+    removed_cols: np.ndarray
+    A_in: object = None
+    A_out: object = None
+    backend: str = "auto"
+    block_bytes: int = ops.TOPK_BLOCK_BYTES
+
+
+class GrowthStrategy:
+    """Base class. Subclasses override :meth:`choose` (and, if stateful, the state methods)."""
+
+    name = ""
+    #: False for a strategy that leaves the topology alone (no pruning either).
+    prunes = True
+
+    @property
+    def needs_activations(self):
+        """Whether :meth:`choose` uses ``ctx.A_in`` / ``ctx.A_out`` at the next update."""
+        return False
+
+    def observe(self, monitor):
+        """Record the monitored (validation) accuracy of the epoch just finished."""
+
+    def choose(self, ctx, n, rng):
+        """Pick ``n`` distinct connections absent from ``ctx.W``.
+
+        Returns
+        -------
+        rows, cols : int64 ndarrays, shape (n,)
+        n_cosine : int
+            How many of them were chosen by cosine similarity (the rest at random).
+        """
+        raise NotImplementedError
+
+    def state_dict(self):
+        """JSON-able state (the name, plus whatever the strategy remembers)."""
+        return {"name": self.name}
+
+    def load_state_dict(self, d):
+        """Restore :meth:`state_dict`."""
+        if d.get("name") != self.name:
+            raise ValueError(f"state is for growth {d.get('name')!r}, this is {self.name!r}")
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class RandomGrowth(GrowthStrategy):
+    """SET: uniform among the absent connections."""
+
+    name = "random"
+
+    def choose(self, ctx, n, rng):
+        return _random_pick(ctx, n, rng)
+
+
+class CosineGrowth(GrowthStrategy):
+    """The absent connections whose two neurons' activations are most alike (``|cos|``)."""
+
+    name = "cosine"
+
+    @property
+    def needs_activations(self):
+        return True
+
+    def _cosine(self, ctx, n):
+        if ctx.A_in is None or ctx.A_out is None:
+            raise ValueError(f"growth {self.name!r} needs the activations A_in and A_out")
+        rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
+                                        block_bytes=ctx.block_bytes, backend=ctx.backend)
+        return rows.astype(np.int64), cols.astype(np.int64)
+
+    def choose(self, ctx, n, rng):
+        rows, cols = self._cosine(ctx, n)
+        return rows, cols, int(rows.shape[0])
+
+
+class CTRESeqGrowth(CosineGrowth):
+    """CTRE-seq: cosine until the accuracy stalls for ``patience`` epochs, then random.
+
+    Parameters
+    ----------
+    patience : int, default 5
+        Epochs without improvement of the monitored accuracy before the
+        switch to random growth (which is permanent).
+    """
+
+    name = "ctre_seq"
+
+    def __init__(self, patience=5):
+        if int(patience) < 1:
+            raise ValueError(f"patience must be >= 1, got {patience!r}")
+        self.patience = int(patience)
+        self.best = None
+        self.wait = 0
+        self.switched = False
+
+    @property
+    def needs_activations(self):
+        return not self.switched
+
+    def observe(self, monitor):
+        if monitor is None or self.switched:
+            return
+        monitor = float(monitor)
+        if self.best is None or monitor > self.best:
+            self.best, self.wait = monitor, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.switched = True
+            logger.info("CTRE-seq: no improvement over %.6g for %d epochs; switching from "
+                        "cosine to random growth", self.best, self.wait)
+
+    def choose(self, ctx, n, rng):
+        if self.switched:
+            return _random_pick(ctx, n, rng)
+        return super().choose(ctx, n, rng)
+
+    def state_dict(self):
+        return {"name": self.name, "patience": self.patience, "best": self.best,
+                "wait": self.wait, "switched": self.switched}
+
+    def load_state_dict(self, d):
+        super().load_state_dict(d)
+        self.patience = int(d["patience"])
+        self.best = None if d["best"] is None else float(d["best"])
+        self.wait = int(d["wait"])
+        self.switched = bool(d["switched"])
+
+    def __repr__(self):
+        return f"CTRESeqGrowth(patience={self.patience})"
+
+
+class CTRESimGrowth(CosineGrowth):
+    """CTRE-sim: cosine picks, re-picks of just-pruned connections replaced by random ones.
+
+    The random replacements are drawn among connections that are neither in
+    the pruned matrix, nor among the kept cosine picks, nor pruned in this step
+    (unless the layer is so dense that only pruned positions are left).
+    """
+
+    name = "ctre_sim"
+
+    def choose(self, ctx, n, rng):
+        rows, cols = self._cosine(ctx, n)
+        n_in = ctx.W.n_in
+        picks = rows * n_in + cols
+        pruned = np.sort(ctx.removed_rows.astype(np.int64) * n_in + ctx.removed_cols)
+        repicked = _in_sorted(picks, pruned)
+        n_swap = int(np.count_nonzero(repicked))
+        keep = ~repicked
+        if n_swap == 0:
+            return rows, cols, int(rows.shape[0])
+        exclude = np.union1d(pattern_keys(ctx.W), picks[keep])
+        if ctx.W.n_out * n_in - np.union1d(exclude, pruned).shape[0] >= n_swap:
+            exclude = np.union1d(exclude, pruned)
+        else:  # (nearly) dense layer: no room but the pruned positions themselves
+            logger.debug("ctre_sim layer %d: too few absent connections; random "
+                         "replacements may re-add pruned ones", ctx.layer_index)
+        r_rows, r_cols = sample_absent(ctx.W.n_out, n_in, n_swap, rng, exclude)
+        return (np.concatenate([rows[keep], r_rows]), np.concatenate([cols[keep], r_cols]),
+                int(np.count_nonzero(keep)))
+
+
+class StaticGrowth(GrowthStrategy):
+    """No topology change at all (a static sparse network)."""
+
+    name = "static"
+    prunes = False
+
+    def choose(self, ctx, n, rng):
+        raise RuntimeError("static growth never grows connections")
+
+
+GROWTH_STRATEGIES = {cls.name: cls for cls in
+                     (RandomGrowth, CosineGrowth, CTRESeqGrowth, CTRESimGrowth, StaticGrowth)}
+
+
+def get_growth(name, *, patience=5):
+    """Return the growth strategy called ``name`` (a strategy object passes through).
+
+    Parameters
+    ----------
+    name : {"random", "set", "cosine", "ctre_seq", "ctre_sim", "static"} or GrowthStrategy
+        ``"set"`` is an alias of ``"random"``.
+    patience : int, default 5
+        Only for ``"ctre_seq"``.
+
+    Examples
+    --------
+    >>> get_growth("ctre_seq", patience=3)
+    CTRESeqGrowth(patience=3)
+    """
+    if isinstance(name, GrowthStrategy):
+        return name
+    if name == "set":
+        name = "random"
+    if name not in GROWTH_STRATEGIES:
+        raise ValueError(f"growth must be one of {sorted(GROWTH_STRATEGIES) + ['set']}, "
+                         f"got {name!r}")
+    if name == "ctre_seq":
+        return CTRESeqGrowth(patience)
+    return GROWTH_STRATEGIES[name]()

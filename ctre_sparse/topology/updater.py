@@ -1,0 +1,159 @@
+"""Prune-then-regrow for every layer of a sparse MLP (SET and CTRE)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .. import ops
+from .._random import check_random_state
+from .growth import GrowthContext, get_growth
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TopologyUpdater"]
+
+
+class TopologyUpdater:
+    """Remove the weakest connections of every layer and grow as many back.
+
+    Per layer: :func:`~ctre_sparse.ops.prune_magnitude` removes
+    ``floor(zeta * nnz)`` connections with the smallest ``|w|``; the growth
+    strategy chooses as many absent connections; they get weights drawn from
+    ``U(-sqrt(6 / n_in), +sqrt(6 / n_in))`` and momentum 0
+    (:meth:`~ctre_sparse.nn.optim.SGD.remap`); :func:`~ctre_sparse.ops.insert`
+    merges them, so the layer's number of connections is unchanged and its
+    cached transpose is rebuilt on next use.
+
+    Parameters
+    ----------
+    zeta : float, default 0.3
+        Fraction of each layer's connections replaced per update, in [0, 1).
+    growth : str or GrowthStrategy, default "random"
+        See :func:`~ctre_sparse.topology.growth.get_growth`.
+    cosine_samples : int, default 1000
+        Training samples whose activations feed cosine growth (a random
+        subset drawn from the update's ``rng``; all samples when fewer).
+    patience : int, default 5
+        For ``growth="ctre_seq"``.
+    block_bytes : int, optional
+        Memory budget of a block of cosine scores.
+    backend : str, default "auto"
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ctre_sparse.nn import SparseMLP
+    >>> model = SparseMLP([6, 5, 3], epsilon=1, random_state=0, backend="reference")
+    >>> upd = TopologyUpdater(zeta=0.5, growth="random", backend="reference")
+    >>> X = np.ones((6, 4), dtype=np.float32)
+    >>> stats = upd.update(model, X, rng=np.random.default_rng(0))
+    >>> stats["n_pruned"] == stats["n_random"], stats["n_connections"] == model.n_connections
+    (True, True)
+    """
+
+    def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=5,
+                 block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto"):
+        if not 0.0 <= float(zeta) < 1.0:
+            raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
+        if int(cosine_samples) < 1:
+            raise ValueError(f"cosine_samples must be >= 1, got {cosine_samples!r}")
+        self.zeta = float(zeta)
+        self.growth = get_growth(growth, patience=patience)
+        self.cosine_samples = int(cosine_samples)
+        self.block_bytes = int(block_bytes)
+        self.backend = backend
+
+    def observe(self, monitor):
+        """Pass the monitored accuracy of the last epoch to the growth strategy."""
+        self.growth.observe(monitor)
+
+    def _sample_activations(self, model, X, rng):
+        n = X.shape[1]
+        if n > self.cosine_samples:
+            idx = np.sort(rng.choice(n, size=self.cosine_samples, replace=False))
+            X = np.ascontiguousarray(X[:, idx])
+        return model.activations(X)
+
+    def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None):
+        """Prune and regrow every layer of ``model`` in place.
+
+        Parameters
+        ----------
+        model : SparseMLP
+        X : ndarray, shape (n_features, n_samples)
+            Feature-major training data; cosine growth uses up to
+            ``cosine_samples`` of its columns.
+        optimizer : SGD, optional
+            Its momentum is remapped (new connections start at 0).
+        val_accuracy : float, optional
+            When given, passed to :meth:`observe` first (CTRE-seq's monitor).
+        rng : numpy.random.Generator or int, optional
+            Draws the sample subset, random connections and new weights.
+
+        Returns
+        -------
+        dict
+            ``n_pruned``, ``n_cosine``, ``n_random``, ``n_connections``
+            (totals), ``growth`` (strategy name) and ``layers``: one dict per
+            layer with ``n_pruned``, ``n_cosine``, ``n_random``, ``nnz``.
+        """
+        rng = check_random_state(rng)
+        if val_accuracy is not None:
+            self.observe(val_accuracy)
+        layer_stats = []
+        if self.growth.prunes and self.zeta > 0:
+            acts = (self._sample_activations(model, X, rng)
+                    if self.growth.needs_activations else None)
+            for i, layer in enumerate(model.layers):
+                layer_stats.append(self._update_layer(i, layer, acts, optimizer, rng))
+        else:
+            layer_stats = [{"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": layer.W.nnz}
+                           for layer in model.layers]
+        stats = {key: sum(s[key] for s in layer_stats)
+                 for key in ("n_pruned", "n_cosine", "n_random")}
+        stats.update(n_connections=model.n_connections, growth=self.growth.name,
+                     layers=layer_stats)
+        logger.debug("topology update (%s): pruned %d, grew %d by cosine and %d at random",
+                     self.growth.name, stats["n_pruned"], stats["n_cosine"], stats["n_random"])
+        return stats
+
+    def _update_layer(self, i, layer, acts, optimizer, rng):
+        W = layer.W
+        pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
+        n = int(pruned.removed_rows.shape[0])
+        if n == 0:
+            return {"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": W.nnz}
+        ctx = GrowthContext(i, pruned.matrix, pruned.removed_rows, pruned.removed_cols,
+                            acts[i] if acts is not None else None,
+                            acts[i + 1] if acts is not None else None,
+                            backend=self.backend, block_bytes=self.block_bytes)
+        rows, cols, n_cosine = self.growth.choose(ctx, n, rng)
+        if rows.shape[0] != n:
+            raise RuntimeError(f"growth {self.growth.name!r} gave {rows.shape[0]} connections "
+                               f"for layer {i}, expected {n}")
+        bound = np.sqrt(6.0 / W.n_in)
+        values = rng.uniform(-bound, bound, n).astype(W.dtype)
+        merged = ops.insert(pruned.matrix, rows, cols, values, backend=self.backend)
+        layer.set_weight(merged.matrix)
+        if optimizer is not None:
+            optimizer.remap(i, pruned.kept, merged.old_positions, merged.new_positions,
+                            merged.matrix.nnz)
+        return {"n_pruned": n, "n_cosine": int(n_cosine), "n_random": n - int(n_cosine),
+                "nnz": merged.matrix.nnz}
+
+    def state_dict(self):
+        """JSON-able state: ``zeta``, ``cosine_samples`` and ``growth`` (the strategy's state)."""
+        return {"zeta": self.zeta, "cosine_samples": self.cosine_samples,
+                "growth": self.growth.state_dict()}
+
+    def load_state_dict(self, d):
+        """Restore :meth:`state_dict` (the strategy must have the same name)."""
+        self.zeta = float(d["zeta"])
+        self.cosine_samples = int(d["cosine_samples"])
+        self.growth.load_state_dict(d["growth"])
+
+    def __repr__(self):
+        return (f"TopologyUpdater(zeta={self.zeta}, growth={self.growth!r}, "
+                f"cosine_samples={self.cosine_samples})")

@@ -1,0 +1,267 @@
+"""The training loop: mini-batch SGD epochs with a topology update between epochs.
+
+One epoch (:meth:`Trainer.run_epoch`) is:
+
+1. from the second epoch on, the topology update (prune, regrow) of the
+   previous epoch's end, with the monitored accuracy of that epoch (the
+   validation accuracy, or the training accuracy without validation data);
+   doing it here rather than at the end of an epoch means the model is never
+   left with freshly grown, untrained connections when training stops;
+2. mini-batches in a random order: forward, softmax cross-entropy, backward,
+   SGD step; a non-finite loss raises :class:`TrainingDivergedError`;
+3. validation accuracy, a record, logging.
+
+All randomness (batch order, dropout, sample subset and random growth, new
+weights) comes from the trainer's one ``Generator``, whose state is part of
+:meth:`Trainer.state_dict`: a run resumed from a state dict ends bit-identical
+to the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ._random import check_random_state
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainingDivergedError", "Trainer", "accuracy"]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss (or a weight) became NaN or Inf during training."""
+
+
+def accuracy(codes, y):
+    """Fraction of ``codes == y``."""
+    return float(np.mean(codes == y)) if y.shape[0] else float("nan")
+
+
+class Trainer:
+    """Train a :class:`~ctre_sparse.nn.SparseMLP` with SGD and dynamic topology.
+
+    Parameters
+    ----------
+    model : SparseMLP
+    optimizer : SGD
+    updater : TopologyUpdater or None
+        None trains a static sparse network.
+    batch_size : int, default 100
+    random_state : int, Generator or None
+        Seeds the trainer's generator (batch order, dropout, topology).
+    callbacks : sequence
+        Objects with ``on_epoch_end(trainer, record)`` (or plain callables
+        with that signature); one may set ``trainer.stop = True``.
+    eval_batch_size : int, default 1024
+        Chunk size when computing the validation accuracy.
+
+    Attributes
+    ----------
+    epoch : int
+        Number of epochs completed.
+    history : list of dict
+        One record per completed epoch (see :meth:`run_epoch`).
+    stop : bool
+        Set by a callback to end :meth:`fit` after the current epoch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ctre_sparse.nn import SparseMLP, SGD
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((5, 60)).astype(np.float32); y = (X[0] > 0).astype(np.int64)
+    >>> model = SparseMLP([5, 8, 2], epsilon=2, random_state=0, backend="reference")
+    >>> trainer = Trainer(model, SGD(0.1), batch_size=20, random_state=0)
+    >>> records = trainer.fit(X, y, epochs=3)
+    >>> len(records), records[-1]["epoch"]
+    (3, 3)
+    """
+
+    def __init__(self, model, optimizer, updater=None, *, batch_size=100, random_state=None,
+                 callbacks=(), eval_batch_size=1024):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.updater = updater
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.callbacks = list(callbacks)
+        self.rng = check_random_state(random_state)
+        self.epoch = 0
+        self.history = []
+        self.stop = False
+        self._monitor = None
+        self._xbuf = None
+
+    # ------------------------------------------------------------ checks
+    def _check_data(self, X, y, name="X"):
+        model = self.model
+        if not hasattr(X, "ndim") or X.ndim != 2 or X.shape[0] != model.layer_sizes[0]:
+            raise ValueError(f"{name} must be feature-major with shape "
+                             f"({model.layer_sizes[0]}, n_samples), got "
+                             f"{getattr(X, 'shape', type(X).__name__)}")
+        if X.dtype != model.dtype or not X.flags.c_contiguous:
+            logger.debug("casting %s to C-contiguous %s (a copy)", name, model.dtype)
+            X = np.ascontiguousarray(X, dtype=model.dtype)
+        y = np.asarray(y)
+        if y.shape != (X.shape[1],) or y.dtype.kind not in "iu":
+            raise ValueError(f"labels for {name} must be integer codes of shape ({X.shape[1]},), "
+                             f"got {y.dtype} with shape {y.shape}")
+        n_classes = model.layer_sizes[-1]
+        if y.shape[0] and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+            raise ValueError(f"labels for {name} must lie in [0, {n_classes}), found "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        return X, y.astype(np.int64, copy=False)
+
+    def _diverged(self, what):
+        raise TrainingDivergedError(
+            f"training diverged at epoch {self.epoch + 1}: {what}; lower the learning rate "
+            f"(now {self.optimizer.current_lr:g}) or check the input scaling")
+
+    # ------------------------------------------------------------ epoch
+    def _update_topology(self, X):
+        if self.updater is None or self.epoch == 0:
+            return {"n_pruned": 0, "n_cosine": 0, "n_random": 0}, 0.0
+        t0 = time.perf_counter()
+        stats = self.updater.update(self.model, X, optimizer=self.optimizer,
+                                    val_accuracy=self._monitor, rng=self.rng)
+        return stats, time.perf_counter() - t0
+
+    def _batch(self, X, idx):
+        shape = (X.shape[0], idx.shape[0])
+        if self._xbuf is None or self._xbuf.shape != shape or self._xbuf.dtype != X.dtype:
+            self._xbuf = np.empty(shape, dtype=X.dtype)
+        return np.take(X, idx, axis=1, out=self._xbuf, mode="clip")
+
+    def _train_batches(self, X, y):
+        model, opt, rng, bs = self.model, self.optimizer, self.rng, self.batch_size
+        n = X.shape[1]
+        order = rng.permutation(n)
+        total_loss, correct = 0.0, 0
+        for s in range(0, n, bs):
+            idx = order[s:s + bs]
+            yb = y[idx]
+            P = model.forward(self._batch(X, idx), training=True, rng=rng)
+            correct += int(np.count_nonzero(np.argmax(P, axis=0) == yb))
+            loss = model.backward(yb)
+            if not np.isfinite(loss):
+                self._diverged(f"loss is {loss} at batch {s // bs + 1}")
+            opt.step(model)
+            total_loss += loss * idx.shape[0]
+        for i, layer in enumerate(model.layers):
+            if not (np.all(np.isfinite(layer.W.data)) and np.all(np.isfinite(layer.b))):
+                self._diverged(f"layer {i} has non-finite weights")
+        return total_loss / max(n, 1), correct / max(n, 1)
+
+    def run_epoch(self, X, y, X_val=None, y_val=None):
+        """Train one epoch (preceded by the pending topology update).
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_features, n_samples)
+            Feature-major training data (cast to the model dtype if needed).
+        y : int ndarray, shape (n_samples,)
+            Class codes.
+        X_val, y_val : optional
+            Validation data, same layout.
+
+        Returns
+        -------
+        dict
+            ``epoch`` (1-based count of completed epochs), ``train_loss``
+            (mean over the epoch's batches), ``train_accuracy`` (of the
+            training-mode predictions during the epoch), ``val_accuracy``
+            (None without validation data), ``learning_rate``, ``seconds``
+            (whole epoch, topology included), ``topology_seconds``,
+            ``n_pruned``, ``n_cosine``, ``n_random`` (of the topology update
+            done at the start of this epoch; 0 for the first) and
+            ``n_connections``.
+
+        Raises
+        ------
+        TrainingDivergedError
+            When the loss or a weight becomes NaN/Inf.
+        """
+        t0 = time.perf_counter()
+        X, y = self._check_data(X, y)
+        if X_val is not None:
+            X_val, y_val = self._check_data(X_val, y_val, "X_val")
+        topo, topo_seconds = self._update_topology(X)
+        lr = self.optimizer.start_epoch(self.epoch)
+        train_loss, train_acc = self._train_batches(X, y)
+        val_acc = None
+        if X_val is not None:
+            val_acc = accuracy(self.model.predict_codes(X_val, self.eval_batch_size), y_val)
+        self._monitor = val_acc if val_acc is not None else train_acc
+        self.epoch += 1
+        record = {"epoch": self.epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                  "val_accuracy": val_acc, "learning_rate": lr,
+                  "seconds": time.perf_counter() - t0, "topology_seconds": topo_seconds,
+                  "n_pruned": int(topo["n_pruned"]), "n_cosine": int(topo["n_cosine"]),
+                  "n_random": int(topo["n_random"]),
+                  "n_connections": int(self.model.n_connections)}
+        self.history.append(record)
+        logger.info("epoch %d: loss %.4f, train acc %.4f, val acc %s, %.2fs (topology %.2fs, "
+                    "%d cosine + %d random)", self.epoch, train_loss, train_acc,
+                    "n/a" if val_acc is None else f"{val_acc:.4f}", record["seconds"],
+                    topo_seconds, record["n_cosine"], record["n_random"])
+        return record
+
+    def fit(self, X, y, X_val=None, y_val=None, epochs=10):
+        """Run epochs until ``self.epoch == epochs`` or a callback sets ``stop``.
+
+        ``epochs`` is the total count: a trainer resumed at epoch 5 runs
+        epochs 6..``epochs``.
+
+        Returns
+        -------
+        list of dict
+            The records of the epochs run by this call.
+        """
+        self.stop = False
+        records = []
+        while self.epoch < int(epochs) and not self.stop:
+            record = self.run_epoch(X, y, X_val, y_val)
+            records.append(record)
+            for cb in self.callbacks:
+                (cb.on_epoch_end if hasattr(cb, "on_epoch_end") else cb)(self, record)
+        return records
+
+    # ------------------------------------------------------------ state
+    def state_dict(self):
+        """Everything a bit-identical resume needs.
+
+        Returns
+        -------
+        dict
+            ``epoch``, ``monitor`` (last monitored accuracy or None), ``rng``
+            (``bit_generator.state``, JSON-able, with Python ints that may
+            exceed 64 bits), ``history`` (list of records), ``model``,
+            ``optimizer`` and ``updater`` (their state dicts; ``updater`` None
+            without one).
+        """
+        return {"epoch": self.epoch, "monitor": self._monitor,
+                "rng": self.rng.bit_generator.state, "history": [dict(r) for r in self.history],
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "updater": None if self.updater is None else self.updater.state_dict()}
+
+    def load_state_dict(self, d):
+        """Restore :meth:`state_dict` into this trainer and its model/optimizer/updater."""
+        self.model.load_state_dict(d["model"])
+        self.optimizer.load_state_dict(d["optimizer"])
+        if (d["updater"] is None) != (self.updater is None):
+            raise ValueError("state and trainer disagree on having a topology updater")
+        if self.updater is not None:
+            self.updater.load_state_dict(d["updater"])
+        state = d["rng"]
+        if state["bit_generator"] != type(self.rng.bit_generator).__name__:
+            self.rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+        self.rng.bit_generator.state = state
+        self.epoch = int(d["epoch"])
+        self._monitor = None if d["monitor"] is None else float(d["monitor"])
+        self.history = [dict(r) for r in d["history"]]
+        self.stop = False
