@@ -294,7 +294,7 @@ def run_kernel_bench(config, competitors=None, on_group=None):
 # ------------------------------------------------------------------ reporting
 _OURS = ("native", "numba", "cuda", "reference")
 _HEADER = (f"{'op':7} {'series':6} {'n':>6} {'density':>8} {'batch':>5} {'nnz':>9} "
-           f"{'backend':9} {'median ms':>10} {'GFLOP/s':>8} {'vs scipy':>8} {'vs torch':>8} "
+           f"{'backend':9} {'median ms':>10} {'min ms':>9} {'GFLOP/s':>8} {'vs scipy':>8} {'vs torch':>8} "
            f"{'of dense':>8} {'t/spmm':>6}  status")
 
 
@@ -307,8 +307,9 @@ def format_row(rec):
     series = "grid" if rec["series"] == "grid" else "fixed"
     status = rec["status"] if rec["status"] == "ok" else rec["status"][:60]
     ms = None if rec["median_s"] is None else rec["median_s"] * 1e3
+    min_ms = None if rec["min_s"] is None else rec["min_s"] * 1e3
     return (f"{rec['op']:7} {series:6} {rec['n_out']:>6} {rec['density']:>8.4f} "
-            f"{rec['batch']:>5} {rec['nnz']:>9} {rec['backend']:9} {_fmt(ms, '10.3f')} "
+            f"{rec['batch']:>5} {rec['nnz']:>9} {rec['backend']:9} {_fmt(ms, '10.3f')} {_fmt(min_ms, '9.3f')} "
             f"{_fmt(rec['gflops'], '8.2f')} {_fmt(rec['speedup_vs_scipy'], '7.2f', 'x')} "
             f"{_fmt(rec['speedup_vs_torch'], '7.2f', 'x')} "
             f"{_fmt(rec['fraction_of_dense'], '7.1%')} {_fmt(rec['time_vs_spmm'], '6.2f')}  "

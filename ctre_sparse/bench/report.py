@@ -72,14 +72,15 @@ def targets_table(records, n=4096, density=0.01, batch=128):
 
 def case_table(records, n=4096, density=0.01, batch=128):
     """Every competitor and op at one case."""
-    lines = ["| op | backend | median ms | GFLOP/s | vs scipy | vs torch | of dense | t/spmm |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| op | backend | median ms | min ms | GFLOP/s | vs scipy | vs torch | of dense "
+             "| t/spmm |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in [r for r in records if r["series"] == "grid" and r["n_out"] == n
               and r["density"] == density and r["batch"] == batch]:
         if r["status"] != "ok":
-            lines.append(f"| {r['op']} | {r['backend']} | {r['status'][:50]} ||||||")
+            lines.append(f"| {r['op']} | {r['backend']} | {r['status'][:50]} |||||||")
             continue
         lines.append(f"| {r['op']} | {r['backend']} | {r['median_s'] * 1e3:.3f} | "
+                     f"{r['min_s'] * 1e3:.3f} | "
                      f"{r['gflops']:.2f} | {_f(r['speedup_vs_scipy'], '.2f')} | "
                      f"{_f(r['speedup_vs_torch'], '.2f')} | {_f(r['fraction_of_dense'], '.1%')} | "
                      f"{_f(r['time_vs_spmm'], '.2f')} |")
