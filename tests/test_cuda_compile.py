@@ -144,6 +144,8 @@ def _nvrtc_compile(lib, source, name, names, options):
 
 
 NVRTC = _find_nvrtc()
+# what cupy.RawModule adds to our options (CuPy 13/14, cupy/cuda/compiler.py), plus an arch
+CUPY_ADDED_OPTIONS = ("-ftz=true", "--device-as-default-execution-space", "-arch=compute_80")
 
 
 @pytest.mark.skipif(NVRTC is None, reason="no libnvrtc found (set CTRE_SPARSE_NVRTC=/path/to/"
@@ -152,7 +154,7 @@ NVRTC = _find_nvrtc()
 def test_nvrtc_compiles_what_rawmodule_gets(stem):
     names = cuda_backend.name_expressions(stem)
     ok, log, lowered = _nvrtc_compile(NVRTC, cuda_backend.load_source(stem), f"{stem}.cu", names,
-                                      cuda_backend.NVRTC_OPTIONS + ("-arch=compute_80",))
+                                      cuda_backend.NVRTC_OPTIONS + CUPY_ADDED_OPTIONS)
     assert ok, f"NVRTC failed on {stem}.cu:\n{log}"
     assert len(set(lowered)) == len(names)
 
