@@ -8,7 +8,7 @@ import pytest
 
 from conftest import csr_to_device, to_device
 from ctre_sparse import CSRMatrix, cosine_pairs, topk_cosine
-from ctre_sparse.testing import random_csr, random_dense, tolerance
+from ctre_sparse.testing import random_dense, tolerance
 
 
 def _np(a):
