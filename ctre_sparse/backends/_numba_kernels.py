@@ -140,84 +140,88 @@ def cosine_pairs(A, B, rows, cols, out):
 
 
 # ------------------------------------------------------------------ top-k
-@njit(cache=True, nogil=True, inline="always")
-def _worse(s1, k1, s2, k2):
-    """Order of the top-k: score descending, then key ascending; True if (s1, k1) ranks lower."""
-    return s1 < s2 or (s1 == s2 and k1 > k2)
+@njit(cache=True, nogil=True)
+def _shrink(bs, bk, n, cap):
+    """Keep the ``cap`` best of ``bs[:n], bk[:n]`` in place, in buffer order.
+
+    The buffer holds keys in ascending order, so among scores equal to the
+    cut value ``v`` the first ones are the smallest keys, as the tie rule
+    wants. Returns ``(new size, v)``; O(n) on average.
+    """
+    v = np.partition(bs[:n], n - cap)[n - cap]  # the cap-th largest score
+    need = cap
+    for i in range(n):
+        if bs[i] > v:
+            need -= 1
+    j = 0
+    for i in range(n):
+        s = bs[i]
+        if s > v or (s == v and need > 0):
+            if s == v:
+                need -= 1
+            bs[j] = s
+            bk[j] = bk[i]
+            j += 1
+    return j, v
 
 
 @njit(cache=True, nogil=True)
-def _heap_push(hs, hk, n, s, key):
-    """Add (s, key) to the min-heap ``hs[:n], hk[:n]`` (root = worst entry)."""
-    i = n
-    while i > 0:
-        parent = (i - 1) >> 1
-        if not _worse(s, key, hs[parent], hk[parent]):
-            break
-        hs[i] = hs[parent]
-        hk[i] = hk[parent]
-        i = parent
-    hs[i] = s
-    hk[i] = key
+def _scan_rows(S, lo, hi, r0, indptr, indices, bs, bk, n, cap, thr):
+    """Mask then stream rows ``lo:hi`` of a score block into one chunk's buffer.
 
-
-@njit(cache=True, nogil=True)
-def _heap_replace_root(hs, hk, n, s, key):
-    """Replace the worst entry of the full heap ``hs[:n], hk[:n]`` by (s, key)."""
-    i = 0
-    while True:
-        c = 2 * i + 1
-        if c >= n:
-            break
-        if c + 1 < n and _worse(hs[c + 1], hk[c + 1], hs[c], hk[c]):
-            c += 1
-        if not _worse(hs[c], hk[c], s, key):
-            break
-        hs[i] = hs[c]
-        hk[i] = hk[c]
-        i = c
-    hs[i] = s
-    hk[i] = key
-
-
-@njit(cache=True, nogil=True)
-def _scan_rows(S, lo, hi, r0, indptr, indices, hs, hk, n):
-    """Mask then stream rows ``lo:hi`` of the score block into one heap; returns its size."""
+    Keys reach a chunk in ascending order (its rows, block after block), so a
+    new candidate beats the retained ones only with a strictly larger score
+    than the cut ``thr``. Returns ``(size, thr)``.
+    """
     n_in = S.shape[1]
-    cap = hs.shape[0]
+    size = bs.shape[0]
     for r in range(lo, hi):
         row = S[r]
         for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
-            row[indices[p]] = np.nan  # existing connection: never selected
+            row[indices[p]] = np.nan  # existing connection: never selected (NaN > x is False)
+        n_pass = 0
+        for j in range(n_in):  # vectorized pre-count: most rows have no candidate
+            n_pass += abs(row[j]) > thr
+        if n_pass == 0:
+            continue
         base = (r0 + r) * n_in
         for j in range(n_in):
             s = abs(row[j])
-            if not s >= 0:  # masked (NaN)
-                continue
-            if n < cap:
-                _heap_push(hs, hk, n, s, base + j)
+            if s > thr:
+                bs[n] = s
+                bk[n] = base + j
                 n += 1
-            elif s >= hs[0] and _worse(hs[0], hk[0], s, base + j):
-                _heap_replace_root(hs, hk, n, s, base + j)
-    return n
+                if n == size:
+                    n, thr = _shrink(bs, bk, n, cap)
+    return n, thr
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def topk_block(S, r0, indptr, indices, hs, hk, counts):
-    """Merge the score block ``S = Bn[r0:r0+nr] @ An.T`` into per-chunk top-k heaps.
+def topk_block(S, r0, indptr, indices, bs, bk, counts, thr, cap):
+    """Stream the score block ``S = Bn[r0:r0+nr] @ An.T`` into per-chunk top-k buffers.
 
     ``S[nr, n_in]:F`` (raw products; overwritten), ``indptr, indices:int64``
-    (exclusion pattern), ``hs[C, cap]:F, hk[C, cap]:int64, counts[C]:int64``:
-    chunk ``c`` owns the contiguous rows ``c*nr//C : (c+1)*nr//C`` of every
-    block, so the union of the C heaps always holds the global top-k.
-    Keys are ``row * n_in + col``. O(nr * n_in * log cap) worst case.
+    (exclusion pattern), buffers ``bs[C, size]:F, bk[C, size]:int64`` with
+    ``size > cap``, ``counts[C]:int64`` and cuts ``thr[C]:F`` (start at -1).
+    Chunk ``c`` owns the contiguous rows ``c*nr//C : (c+1)*nr//C`` of every
+    block, so the union of the chunks' ``cap`` best holds the global top-k.
+    Keys are ``row * n_in + col``. O(nr * n_in) amortized.
     """
     nr = S.shape[0]
-    n_chunks = hs.shape[0]
+    n_chunks = bs.shape[0]
     for c in prange(n_chunks):
         lo = c * nr // n_chunks
         hi = (c + 1) * nr // n_chunks
-        counts[c] = _scan_rows(S, lo, hi, r0, indptr, indices, hs[c], hk[c], counts[c])
+        counts[c], thr[c] = _scan_rows(S, lo, hi, r0, indptr, indices, bs[c], bk[c], counts[c],
+                                       cap, thr[c])
+
+
+@njit(cache=True, nogil=True)
+def topk_finish(bs, bk, counts, cap):
+    """Cut every chunk's buffer to its ``cap`` best (``counts`` updated)."""
+    for c in range(bs.shape[0]):
+        if counts[c] > cap:
+            counts[c] = _shrink(bs[c], bk[c], counts[c], cap)[0]
 
 
 # ------------------------------------------------------------------ topology
@@ -248,39 +252,50 @@ def prune_keep(absd, v, n_remove, kept):
     return j
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def insert_merge(indptr, indices, new_ptr, s_cols, out_indices, old_pos, new_pos_sorted):
-    """Per-row merge of the sorted old row with the sorted new columns.
+@njit(cache=True, nogil=True)
+def bucket_by_row(rows, new_ptr):
+    """Stable counting sort of the new entries by row: ``rows[perm]`` is non-decreasing.
 
-    ``indptr[n+1]:I, indices[nnz]:I`` (rows sorted), ``new_ptr[n+1]:int64,
-    s_cols[m]:int64`` (new entries sorted by (row, col)); writes
-    ``out_indices[nnz+m]:I`` and where each old / sorted-new entry lands
-    (``old_pos[nnz], new_pos_sorted[m]:int64``). O(nnz + m).
+    ``rows[m]:int64``, ``new_ptr[n+1]:int64`` (row offsets of the new
+    entries); returns ``perm[m]:int64``. O(m + n).
+    """
+    fill = new_ptr[:-1].copy()
+    perm = np.empty(rows.shape[0], dtype=np.int64)
+    for q in range(rows.shape[0]):
+        r = rows[q]
+        perm[fill[r]] = q
+        fill[r] += 1
+    return perm
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def insert_merge(indptr, indices, new_ptr, perm, cols, out_indices, old_pos, new_pos):
+    """Per-row merge of the sorted old row with the row's new columns.
+
+    ``indptr[n+1]:I, indices[nnz]:I`` (rows sorted), ``new_ptr[n+1]:int64``,
+    ``perm[m]:int64`` (new entries bucketed by row, see :func:`bucket_by_row`;
+    each row's bucket is sorted by column here, in place), ``cols[m]:int64``.
+    Writes ``out_indices[nnz+m]:I`` and where each old and each new entry
+    lands (``old_pos[nnz], new_pos[m]:int64``). O(nnz + m log m).
     """
     n = indptr.shape[0] - 1
     for i in prange(n):
-        a = np.int64(indptr[i])
-        a1 = np.int64(indptr[i + 1])
         b = new_ptr[i]
         b1 = new_ptr[i + 1]
+        if b1 - b > 1:
+            seg = perm[b:b1]
+            perm[b:b1] = seg[np.argsort(cols[seg])]
+        a = np.int64(indptr[i])
+        a1 = np.int64(indptr[i + 1])
         d = a + b
-        while a < a1 and b < b1:
-            if indices[a] < s_cols[b]:
+        while a < a1 or b < b1:
+            if b == b1 or (a < a1 and indices[a] < cols[perm[b]]):
                 out_indices[d] = indices[a]
                 old_pos[a] = d
                 a += 1
             else:
-                out_indices[d] = s_cols[b]
-                new_pos_sorted[b] = d
+                q = perm[b]
+                out_indices[d] = cols[q]
+                new_pos[q] = d
                 b += 1
-            d += 1
-        while a < a1:
-            out_indices[d] = indices[a]
-            old_pos[a] = d
-            a += 1
-            d += 1
-        while b < b1:
-            out_indices[d] = s_cols[b]
-            new_pos_sorted[b] = d
-            b += 1
             d += 1

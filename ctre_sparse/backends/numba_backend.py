@@ -72,8 +72,9 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
 
     The score blocks are the reference's own products (same normalisation,
     same blocks, NumPy BLAS), so the scores agree bitwise; masking of existing
-    connections and the streaming top-k run in a numba kernel, one heap per
-    thread-chunk of rows, merged at the end with the reference's tie rule
+    connections and the streaming top-k run in a numba kernel: one buffer per
+    thread-chunk of rows, cut back to its best ``k`` whenever it fills
+    (O(n_out * n_in) amortized), merged at the end with the reference's tie rule
     (score descending, then ``(row, col)`` ascending).
 
     Returns
@@ -89,16 +90,19 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     AnT = An.T
     indptr, indices = _i64(indptr), _i64(indices)
     n_chunks = max(1, min(get_num_threads(), n_out))
-    hs = np.empty((n_chunks, cap), dtype=A.dtype)
-    hk = np.empty((n_chunks, cap), dtype=np.int64)
+    size = 2 * cap if cap < (1 << 20) else cap + (1 << 20)  # buffer; cut back to cap when full
+    bs = np.empty((n_chunks, size), dtype=A.dtype)
+    bk = np.empty((n_chunks, size), dtype=np.int64)
     counts = np.zeros(n_chunks, dtype=np.int64)
+    thr = np.full(n_chunks, -1.0, dtype=A.dtype)
     block_rows = max(1, int(block_rows))
     for r0 in range(0, n_out, block_rows):
         r1 = min(r0 + block_rows, n_out)
         S = np.ascontiguousarray(Bn[r0:r1] @ AnT)
-        _k.topk_block(S, r0, indptr, indices, hs, hk, counts)
-    scores = np.concatenate([hs[c, :counts[c]] for c in range(n_chunks)])
-    keys = np.concatenate([hk[c, :counts[c]] for c in range(n_chunks)])
+        _k.topk_block(S, r0, indptr, indices, bs, bk, counts, thr, cap)
+    _k.topk_finish(bs, bk, counts, cap)
+    scores = np.concatenate([bs[c, :counts[c]] for c in range(n_chunks)])
+    keys = np.concatenate([bk[c, :counts[c]] for c in range(n_chunks)])
     order = np.lexsort((keys, -scores))[:cap]
     keys, scores = keys[order], scores[order]
     return keys // n_in, keys % n_in, scores
@@ -131,23 +135,21 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
 
     Returns ``(indptr, indices, data, old_pos, new_pos)`` with ``indptr`` and
     ``indices`` in the input index dtype and int64 positions. Each row is
-    merged in parallel; O(nnz + m log m).
+    merged in parallel (new entries bucketed by row, then sorted per row);
+    O(nnz + m log m).
     """
     n_rows = indptr.shape[0] - 1
     nnz, m = indices.shape[0], rows.shape[0]
     rows64, cols64 = _i64(rows), _i64(cols)
-    order = np.argsort(rows64 * int(n_cols) + cols64, kind="stable")
     new_ptr = np.zeros(n_rows + 1, dtype=np.int64)
     if m:
         np.cumsum(np.bincount(rows64, minlength=n_rows), out=new_ptr[1:])
+    perm = _k.bucket_by_row(rows64, new_ptr)
     out_indptr = (indptr.astype(np.int64) + new_ptr).astype(indptr.dtype)
     out_indices = np.empty(nnz + m, dtype=indices.dtype)
     old_pos = np.empty(nnz, dtype=np.int64)
-    new_sorted = np.empty(m, dtype=np.int64)
-    _k.insert_merge(indptr, indices, new_ptr, np.ascontiguousarray(cols64[order]), out_indices,
-                    old_pos, new_sorted)
     new_pos = np.empty(m, dtype=np.int64)
-    new_pos[order] = new_sorted
+    _k.insert_merge(indptr, indices, new_ptr, perm, cols64, out_indices, old_pos, new_pos)
     out_data = np.empty(nnz + m, dtype=data.dtype)
     out_data[old_pos] = data
     out_data[new_pos] = values.astype(data.dtype, copy=False)
