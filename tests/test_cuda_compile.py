@@ -27,6 +27,7 @@ from ctre_sparse import ops
 from ctre_sparse.backends import BackendUnavailableError, backend_status, select_backend
 from ctre_sparse.backends import cuda as cuda_backend
 from ctre_sparse.sparse import CSRMatrix
+from ctre_sparse.testing import random_csr, random_dense, tolerance
 
 ARCHS = ("sm_80", "sm_90")
 STEMS = sorted(cuda_backend.KERNELS)
@@ -260,7 +261,7 @@ def numpy_cuda(monkeypatch):
     from ctre_sparse.backends import reference
 
     monkeypatch.setattr(cuda_backend, "_import_cupy", lambda: _NumpyAsCupy())
-    monkeypatch.setattr(cuda_backend, "row_norms", lambda M: np.sqrt((M * M).sum(axis=1)))
+    monkeypatch.setattr(cuda_backend, "row_norms", reference._row_norms)  # same rounding
     monkeypatch.setattr(cuda_backend, "_mask_block", lambda indptr, indices, r0, r1, n, S:
                         reference.mask_block(S, r0, r1, indptr, indices))
     return cuda_backend
@@ -327,3 +328,93 @@ def test_row_block_choice():
     assert cuda_backend.use_row_blocks(100_000, 100_000 * 300, 4)  # long rows
     assert cuda_backend.use_row_blocks(10, 10 * 100, 4)  # 10-row output layer
     assert not cuda_backend.use_row_blocks(10, 10 * 5, 4)  # ... unless rows are tiny
+
+
+# ------------------------- GPU-only: the launch paths the generic kernel tests may miss
+_CUDA_STATUS = backend_status()["cuda"]
+requires_gpu = pytest.mark.skipif(_CUDA_STATUS is not None,
+                                  reason=f"needs the cuda backend ({_CUDA_STATUS})")
+
+
+def _dense_product_bound(Wd, Xd, dtype):
+    rtol, atol = tolerance(dtype)
+    return rtol * (np.abs(Wd) @ np.abs(Xd)) + atol
+
+
+@requires_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape,density,batch", [
+    ((5, 3000), 0.5, 7),                    # few long rows: block per row
+    ((2000, 300), 0.05, 300),               # V = 8 and two batch tiles
+    ((40000, 20), 0.1, 33),                 # many short rows, V = 2
+    ((64, 64), 0.2, 1),                     # batch 1
+])
+@pytest.mark.parametrize("cusparse", [False, True])
+def test_gpu_products_on_every_launch_path(shape, density, batch, cusparse, dtype, index_dtype,
+                                           monkeypatch):
+    import cupy
+
+    monkeypatch.setitem(cuda_backend.USE_CUSPARSE, "spmm", cusparse)
+    monkeypatch.setitem(cuda_backend.USE_CUSPARSE, "spmm_t", cusparse)
+    W = random_csr(*shape, density, dtype=dtype, index_dtype=index_dtype, seed=batch)
+    X = random_dense(shape[1], batch, dtype=dtype, seed=1)
+    G = random_dense(shape[0], batch, dtype=dtype, seed=2)
+    Wg = W.to_device("cuda")
+    Wd = W.toarray().astype(np.float64)
+    Y = ops.spmm(Wg, cupy.asarray(X)).get()
+    assert np.all(np.abs(Y - Wd @ X) <= _dense_product_bound(Wd, X, dtype))
+    Z = ops.spmm_t(Wg, cupy.asarray(G)).get()
+    assert np.all(np.abs(Z - Wd.T @ G) <= _dense_product_bound(Wd.T, G, dtype))
+    S = ops.sddmm(Wg, cupy.asarray(G), cupy.asarray(X)).get()
+    rows, cols = np.repeat(np.arange(W.n_out), np.diff(W.indptr)), W.indices
+    Gr, Xc = G[rows].astype(np.float64), X[cols].astype(np.float64)
+    rtol, atol = tolerance(dtype)
+    bound = rtol * np.einsum("ij,ij->i", np.abs(Gr), np.abs(Xc)) + atol
+    assert np.all(np.abs(S - np.einsum("ij,ij->i", Gr, Xc)) <= bound)
+
+
+@requires_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("k", [1, 50, 5000])
+def test_gpu_topk_exact_ties(k, dtype, index_dtype):
+    """Scores exactly 0 or 1 (scaled one-hot rows): the tie rule must match bit for bit,
+    through the sampled-threshold path (one block of 6e6 scores)."""
+    import cupy
+
+    from ctre_sparse.backends import reference
+
+    rng = np.random.default_rng(k)
+    S = 16
+    A = np.zeros((3000, S), dtype=dtype)
+    A[np.arange(3000), rng.integers(0, S, 3000)] = rng.integers(1, 8, 3000)
+    B = np.zeros((2000, S), dtype=dtype)
+    B[np.arange(2000), rng.integers(0, S, 2000)] = -rng.integers(1, 8, 2000)
+    B[5] = 0.0
+    W = CSRMatrix.random(2000, 3000, density=0.01, random_state=k, dtype=dtype,
+                         index_dtype=index_dtype)
+    rows, cols, scores = ops.topk_cosine(cupy.asarray(A), cupy.asarray(B), k,
+                                         exclude=W.to_device("cuda"))
+    want = reference.topk_cosine(A, B, k, W.indptr, W.indices, 2000)
+    for got, ref in zip((rows, cols, scores), want):
+        np.testing.assert_array_equal(got.get(), ref)
+
+
+@requires_gpu
+@pytest.mark.gpu
+def test_gpu_cosine_pairs_any_int_dtype(dtype):
+    import cupy
+
+    from ctre_sparse.backends import reference
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((50, 300)).astype(dtype)
+    B = rng.standard_normal((40, 300)).astype(dtype)
+    B[3] = 0.0
+    rows = rng.integers(0, 50, 1000).astype(np.uint32)
+    cols = rng.integers(0, 40, 1000).astype(np.int16)
+    got = ops.cosine_pairs(cupy.asarray(A), cupy.asarray(B), cupy.asarray(rows),
+                           cupy.asarray(cols)).get()
+    want = np.empty(1000, dtype=dtype)
+    reference.cosine_pairs(A, B, rows, cols, want)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-13)
