@@ -192,6 +192,7 @@ def atomic_savez(path, arrays, *, compress=False):
             (np.savez_compressed if compress else np.savez)(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp creates 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -199,6 +200,12 @@ def atomic_savez(path, arrays, *, compress=False):
         raise
     logger.debug("wrote %s (%d members)", path, len(arrays))
     return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_npz(path):

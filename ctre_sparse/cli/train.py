@@ -1,0 +1,209 @@
+"""``ctre-sparse train``: train a CTRE/SET sparse MLP on a data set, write results.
+
+With no arguments it trains on the embedded scikit-learn digits (no
+download) with a network small enough to finish in about a minute on two
+cores. Output folder (``--out``): ``history.json`` (per-epoch records and a
+summary), ``model.npz`` (:meth:`CTREClassifier.save` format),
+``learning_curves.png``, ``input_connectivity.png`` and ``checkpoint.npz``
+(rewritten every ``--checkpoint-every`` epochs; ``--resume`` continues from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["register", "run", "ProgressBar", "DEFAULTS"]
+
+logger = logging.getLogger(__name__)
+
+#: Defaults of the command (measured: about a minute on 2 cores, test accuracy ~0.97).
+DEFAULTS = dict(dataset="digits", growth="ctre_sim", epsilon=20.0, zeta=0.2, epochs=40,
+                hidden="256,256", learning_rate=0.05, batch_size=100, activation="relu",
+                seed=0, backend="auto", device="cpu", checkpoint_every=10)
+
+
+class ProgressBar:
+    """One plain-text progress line per epoch (redrawn in place on a terminal).
+
+    Parameters
+    ----------
+    total : int
+        Number of epochs.
+    stream : file, default sys.stderr
+    width : int, default 24
+        Characters of the bar.
+    """
+
+    def __init__(self, total, stream=None, width=24):
+        self.total = int(total)
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = int(width)
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_len = 0
+
+    def format(self, record):
+        """The progress line of one epoch record."""
+        epoch = int(record["epoch"])
+        filled = int(round(self.width * min(epoch, self.total) / max(self.total, 1)))
+        bar = "#" * filled + "." * (self.width - filled)
+        val = record.get("val_accuracy")
+        digits = len(str(self.total))
+        return (f"epoch {epoch:>{digits}}/{self.total} [{bar}] "
+                f"loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}"
+                + ("" if val is None else f"  val acc {val:.4f}")
+                + f"  {record['seconds']:.2f}s")
+
+    def __call__(self, estimator, record):
+        line = self.format(record)
+        if self.tty:
+            pad = " " * max(0, self._last_len - len(line))
+            end = "\n" if int(record["epoch"]) >= self.total else ""
+            self.stream.write("\r" + line + pad + end)
+        else:
+            self.stream.write(line + "\n")
+        self._last_len = len(line)
+        self.stream.flush()
+        return False
+
+    def close(self):
+        """End an unfinished in-place line (training stopped early)."""
+        if self.tty and self._last_len:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _hidden(text):
+    try:
+        sizes = tuple(int(s) for s in str(text).replace(" ", ",").split(",") if s)
+    except ValueError:
+        raise ValueError(f"--hidden must be comma-separated ints like 256,256, got {text!r}") \
+            from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--hidden must be positive ints like 256,256, got {text!r}")
+    return sizes
+
+
+def register(subparsers):
+    """Add the ``train`` subcommand."""
+    d = DEFAULTS
+    p = subparsers.add_parser(
+        "train", help="train a sparse MLP with CTRE/SET and write history, model and figures",
+        description="Train a CTRE/SET sparse MLP. With no arguments: the embedded digits data, "
+                    "about a minute on two cores. Writes history.json, model.npz, "
+                    "learning_curves.png, input_connectivity.png and checkpoint.npz to --out.")
+    p.add_argument("--dataset", default=d["dataset"], metavar="SPEC",
+                   help="digits | madelon | openml:NAME | PATH (MADELON folder, .mat, .npz, "
+                        ".csv) (default: %(default)s)")
+    p.add_argument("--growth", default=d["growth"],
+                   choices=["ctre_sim", "ctre_seq", "cosine", "random", "set", "static"],
+                   help="topology growth (default: %(default)s)")
+    p.add_argument("--epsilon", type=float, default=d["epsilon"],
+                   help="Erdos-Renyi sparsity level (default: %(default)s)")
+    p.add_argument("--density", type=float, default=None,
+                   help="connection density per layer, instead of --epsilon")
+    p.add_argument("--zeta", type=float, default=d["zeta"],
+                   help="fraction pruned and regrown per epoch (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="(default: %(default)s)")
+    p.add_argument("--hidden", default=d["hidden"], metavar="N,N,...",
+                   help="hidden layer sizes (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d["learning_rate"], dest="learning_rate",
+                   help="learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help="(default: %(default)s)")
+    p.add_argument("--activation", default=d["activation"],
+                   choices=["relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid"],
+                   help="hidden activation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
+    p.add_argument("--backend", default=d["backend"],
+                   help="kernel backend: auto, native, numba, reference (default: %(default)s)")
+    p.add_argument("--device", default=d["device"], choices=["cpu", "cuda"])
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: runs/<dataset>-<growth>-seed<seed>)")
+    p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
+                   help="epochs between checkpoints in --out (default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/checkpoint.npz of an interrupted run")
+    p.add_argument("--no-standardize", action="store_true",
+                   help="do not standardize features with training statistics")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def _estimator(args, out):
+    from ..estimator import CTREClassifier
+
+    return CTREClassifier(
+        hidden_layer_sizes=_hidden(args.hidden), epsilon=args.epsilon, density=args.density,
+        zeta=args.zeta, growth=args.growth, activation=args.activation,
+        learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
+        random_state=args.seed, backend=args.backend, device=args.device,
+        checkpoint_dir=out, checkpoint_every=max(1, args.checkpoint_every))
+
+
+def _summary(clf, ds, seconds, test_accuracy):
+    sizes = [ds.n_features] + list(clf.hidden_layer_sizes) + [len(clf.classes_)]
+    dense = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    conns = sum(clf.n_connections_)
+    vals = [r["val_accuracy"] for r in clf.history_ if r.get("val_accuracy") is not None]
+    return {"dataset": ds.name, "n_train": int(ds.X_train.shape[0]),
+            "n_test": int(ds.X_test.shape[0]), "n_features": ds.n_features,
+            "n_classes": int(len(clf.classes_)), "layer_sizes": sizes,
+            "growth": clf.growth, "epochs": int(clf.n_iter_), "seconds": seconds,
+            "topology_seconds": sum(r.get("topology_seconds", 0.0) for r in clf.history_),
+            "test_accuracy": test_accuracy, "best_val_accuracy": max(vals) if vals else None,
+            "n_connections": conns, "n_connections_per_layer": clf.n_connections_,
+            "dense_connections": dense, "density": conns / dense}
+
+
+def _write_outputs(clf, ds, out, summary):
+    from ..plots import plot_input_connectivity, plot_learning_curves
+    from ..persistence import params_json
+
+    doc = dict(summary, params=params_json(clf), history=clf.history_)
+    (out / "history.json").write_text(json.dumps(doc, indent=1) + "\n")
+    clf.save(out / "model.npz")
+    title = f"{ds.name}, {clf.growth}"
+    plot_learning_curves(clf.history_, out / "learning_curves.png", title=title)
+    plot_input_connectivity(clf.feature_importances_, out / "input_connectivity.png",
+                            image_shape=ds.image_shape, title=f"input connectivity ({title})")
+
+
+def run(args):
+    """Execute ``ctre-sparse train`` with parsed ``args``; return the exit code."""
+    from ..datasets import load_dataset
+
+    ds = load_dataset(args.dataset)
+    if not args.no_standardize:
+        ds = ds.standardized()
+    growth = args.growth
+    out = Path(args.out) if args.out else Path("runs") / f"{ds.name}-{growth}-seed{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    clf = _estimator(args, out)
+    sys.stderr.write(f"training on {ds.name}: {ds.X_train.shape[0]} train / "
+                     f"{ds.X_test.shape[0]} test samples, {ds.n_features} features, "
+                     f"{len(ds.classes)} classes; hidden {args.hidden}, growth {growth}\n")
+    bar = ProgressBar(args.epochs)
+    t0 = time.perf_counter()
+    try:
+        clf.fit(ds.X_train, ds.y_train, resume=args.resume,
+                callbacks=() if args.quiet else [bar])
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    summary = _summary(clf, ds, seconds, float(clf.score(ds.X_test, ds.y_test)))
+    _write_outputs(clf, ds, out, summary)
+    s = summary
+    print(f"test accuracy {s['test_accuracy']:.4f}"
+          + ("" if s["best_val_accuracy"] is None
+             else f" (best validation {s['best_val_accuracy']:.4f})"))
+    print(f"time {s['seconds']:.1f} s for {s['epochs']} epochs "
+          f"(topology updates {s['topology_seconds']:.1f} s)")
+    print(f"network {'-'.join(map(str, s['layer_sizes']))}: {s['n_connections']} connections, "
+          f"density {100 * s['density']:.2f}% of the dense {s['dense_connections']}")
+    print(f"wrote {out}/: history.json, model.npz, learning_curves.png, input_connectivity.png")
+    return 0
