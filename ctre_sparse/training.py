@@ -143,7 +143,7 @@ class Trainer:
         order = rng.permutation(n)
         total_loss, correct = 0.0, 0
         for s in range(0, n, bs):
-            idx = order[s:s + bs]
+            idx = np.sort(order[s:s + bs])  # sorted: a faster gather, same batch
             yb = y[idx]
             P = model.forward(self._batch(X, idx), training=True, rng=rng)
             correct += int(np.count_nonzero(np.argmax(P, axis=0) == yb))

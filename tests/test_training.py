@@ -23,11 +23,12 @@ def data():
     return Xtr, y[:900], Xva, y[900:]
 
 
-def _trainer(growth="ctre_sim", seed=0, model_seed=0, dropout=0.1, patience=2, lr=0.05):
+def _trainer(growth="ctre_sim", seed=0, model_seed=0, dropout=0.1, patience=2, lr=0.05,
+             backend=BACKEND):
     model = SparseMLP([30, 64, 64, 4], "alternated_left_relu", epsilon=4, dropout=dropout,
-                      backend=BACKEND, random_state=model_seed)
+                      backend=backend, random_state=model_seed)
     updater = None if growth is None else TopologyUpdater(
-        0.3, growth, cosine_samples=64, patience=patience, backend=BACKEND)
+        0.3, growth, cosine_samples=64, patience=patience, backend=backend)
     return Trainer(model, SGD(lr), updater, batch_size=32, random_state=seed)
 
 
@@ -76,18 +77,19 @@ def test_same_seed_same_result(data):
     assert not np.array_equal(a.model.layers[0].W.data, c.model.layers[0].W.data)
 
 
-@pytest.mark.parametrize("growth", ["ctre_seq", "ctre_sim", None])
-def test_resume_is_bit_identical(data, growth):
+@pytest.mark.parametrize("growth,backend", [("ctre_seq", BACKEND), ("ctre_sim", BACKEND),
+                                            (None, BACKEND), ("ctre_sim", "auto")])
+def test_resume_is_bit_identical(data, growth, backend):
     Xtr, ytr, Xva, yva = data
-    full = _trainer(growth, patience=1)
+    full = _trainer(growth, patience=1, backend=backend)
     full.fit(Xtr, ytr, Xva, yva, epochs=4)
 
-    first = _trainer(growth, patience=1)
+    first = _trainer(growth, patience=1, backend=backend)
     first.fit(Xtr, ytr, Xva, yva, epochs=2)
     state = copy.deepcopy(first.state_dict())
     json.dumps({k: v for k, v in state.items() if k not in ("model", "optimizer")})
     del first
-    resumed = _trainer(growth, seed=123, model_seed=456, patience=9, lr=1.0)
+    resumed = _trainer(growth, seed=123, model_seed=456, patience=9, lr=1.0, backend=backend)
     resumed.load_state_dict(state)
     assert resumed.epoch == 2
     resumed.fit(Xtr, ytr, Xva, yva, epochs=4)

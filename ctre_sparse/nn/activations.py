@@ -54,51 +54,61 @@ class _Activation:
         return f"{type(self).__name__}()"
 
 
-class ReLU(_Activation):
-    """``max(z, 0)``.
+class _LeftSlopeReLU(_Activation):
+    """``z`` for ``z > 0``, ``slope * z`` otherwise, with ``|slope| <= 1``.
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> ReLU().forward(np.array([[-1.0, 2.0]]))
-    array([[0., 2.]])
+    Forward is ``max(z, slope * z)`` (equal to the above for ``|slope| <= 1``),
+    two branch-free passes; backward multiplies by a 1-or-``slope`` array.
     """
 
-    name = "relu"
-
-    def forward(self, Z, out=None):
-        return np.maximum(Z, 0, out=out)
-
-    def backward(self, Z, A, dA):
-        np.multiply(dA, Z > 0, out=dA)
-        return dA
-
-
-class _LeftSlopeReLU(_Activation):
-    """``z`` for ``z > 0``, ``slope * z`` otherwise."""
-
     def __init__(self, slope):
-        self.slope = float(slope)
+        slope = float(slope)
+        if not -1.0 <= slope <= 1.0:
+            raise ValueError(f"the left slope must lie in [-1, 1], got {slope}")
+        self.slope = slope
 
     def forward(self, Z, out=None):
-        neg = Z <= 0  # before ``out`` (possibly ``Z``) is written
-        if out is None:
-            out = Z.copy()
-        elif out is not Z:
-            np.copyto(out, Z)
-        np.multiply(out, self.slope, out=out, where=neg)
-        return out
+        if out is Z:  # in place: keep a copy of Z for the max
+            Z = Z.copy()
+        out = np.multiply(Z, Z.dtype.type(self.slope), out=out)
+        return np.maximum(out, Z, out=out)
 
     def backward(self, Z, A, dA):
-        np.multiply(dA, self.slope, out=dA, where=Z <= 0)
+        factor = np.greater(Z, 0, out=np.empty_like(dA))  # 1.0 / 0.0
+        factor *= dA.dtype.type(1.0 - self.slope)
+        factor += dA.dtype.type(self.slope)
+        dA *= factor
         return dA
 
     def __repr__(self):
         return f"{type(self).__name__}(slope={self.slope})"
 
 
+class ReLU(_LeftSlopeReLU):
+    """``max(z, 0)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ReLU().forward(np.array([[-1.0, 2.0]])) + 0.0
+    array([[0., 2.]])
+    """
+
+    name = "relu"
+
+    def __init__(self):
+        super().__init__(0.0)
+
+    def backward(self, Z, A, dA):
+        np.multiply(dA, Z > 0, out=dA)
+        return dA
+
+    def __repr__(self):
+        return "ReLU()"
+
+
 class LeakyReLU(_LeftSlopeReLU):
-    """Leaky ReLU with left slope ``alpha`` (default 0.01).
+    """Leaky ReLU with left slope ``alpha`` in [0, 1] (default 0.01).
 
     Examples
     --------
@@ -110,6 +120,8 @@ class LeakyReLU(_LeftSlopeReLU):
     name = "leaky_relu"
 
     def __init__(self, alpha=0.01):
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         super().__init__(alpha)
 
 
@@ -120,7 +132,7 @@ class AlternatedLeftReLU(_LeftSlopeReLU):
     ----------
     layer_index : int
         Index of the hidden layer (0 = the first hidden layer).
-    alpha : float, default 0.6
+    alpha : float in [0, 1], default 0.6
 
     Examples
     --------

@@ -149,7 +149,8 @@ class SparseMLP:
             if training and self.dropout > 0:
                 M = self._buf(("M", i), Z.shape)
                 rng.random(out=M, dtype=self.dtype)
-                np.multiply(M >= self.dropout, 1.0 / (1.0 - self.dropout), out=M)
+                np.greater_equal(M, self.dtype.type(self.dropout), out=M)  # 1.0 = keep
+                M *= self.dtype.type(1.0 / (1.0 - self.dropout))
                 H = np.multiply(A, M, out=self._buf(("D", i), Z.shape))
                 masks.append(M)
             inputs.append(H)

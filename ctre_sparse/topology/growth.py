@@ -49,13 +49,24 @@ def _in_sorted(keys, sorted_ref):
     return sorted_ref[pos] == keys
 
 
-def sample_absent(n_out, n_in, n, rng, exclude_keys):
-    """Draw ``n`` distinct positions uniformly among those not in ``exclude_keys``.
+def _sorted_unique(keys):
+    """``np.unique`` by sort + neighbour compare (faster than numpy's hash-based unique here)."""
+    keys = np.sort(keys)
+    if keys.shape[0] > 1:
+        keep = np.empty(keys.shape[0], dtype=bool)
+        keep[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+        keys = keys[keep]
+    return keys
 
-    Rejection sampling on linear keys against the sorted excluded keys:
-    memory O(n + len(exclude_keys)), never O(n_out * n_in), as long as at
-    most half of the positions are excluded (past that, the absent positions
-    are enumerated, which costs O(n_out * n_in) <= O(2 * len(exclude_keys))).
+
+def sample_absent(n_out, n_in, n, rng, exclude_keys):
+    """Draw ``n`` distinct positions uniformly among those not excluded.
+
+    Rejection sampling of linear keys ``row * n_in + col`` against sorted
+    excluded keys: memory O(n + len(excluded)), never O(n_out * n_in), as
+    long as at most half of the positions are excluded (past that, the absent
+    positions are enumerated, which costs O(n_out * n_in) <= O(2 * len(excluded))).
 
     Parameters
     ----------
@@ -64,8 +75,9 @@ def sample_absent(n_out, n_in, n, rng, exclude_keys):
     n : int
         How many positions to draw.
     rng : numpy.random.Generator
-    exclude_keys : int64 ndarray, sorted, unique
-        Linear keys ``row * n_in + col`` that must not be drawn.
+    exclude_keys : int64 ndarray or sequence of them
+        Sorted, unique linear keys that must not be drawn; several arrays
+        must be disjoint from one another.
 
     Returns
     -------
@@ -80,21 +92,28 @@ def sample_absent(n_out, n_in, n, rng, exclude_keys):
     ...                                              for c in range(3) if (r, c) != (1, 1)]
     True
     """
+    excludes = [exclude_keys] if hasattr(exclude_keys, "shape") else list(exclude_keys)
     total = int(n_out) * int(n_in)
-    n_absent = total - exclude_keys.shape[0]
+    n_excluded = sum(int(e.shape[0]) for e in excludes)
+    n_absent = total - n_excluded
     if not 0 <= n <= n_absent:
         raise ValueError(f"cannot draw {n} absent positions out of {n_absent}")
     if n == 0:
         keys = np.zeros(0, dtype=np.int64)
-    elif exclude_keys.shape[0] > total // 2:
-        absent = np.setdiff1d(np.arange(total, dtype=np.int64), exclude_keys, assume_unique=True)
-        keys = np.sort(rng.choice(absent, size=n, replace=False))
+    elif n_excluded > total // 2:
+        absent = np.ones(total, dtype=bool)  # the layer is over half dense: O(nnz) anyway
+        for e in excludes:
+            absent[e] = False
+        keys = np.sort(rng.choice(np.flatnonzero(absent), size=n, replace=False))
     else:
         keys = np.zeros(0, dtype=np.int64)
         while keys.shape[0] < n:
             need = n - keys.shape[0]
-            draw = np.unique(rng.integers(0, total, size=int(need * 1.2) + 16, dtype=np.int64))
-            keys = np.union1d(keys, draw[~_in_sorted(draw, exclude_keys)])
+            size = int(need * (total / n_absent) * 1.1) + 16
+            draw = rng.integers(0, total, size=size, dtype=np.int64)
+            for e in excludes:
+                draw = draw[~_in_sorted(draw, e)]
+            keys = _sorted_unique(np.concatenate([keys, draw]))
         if keys.shape[0] > n:
             keys = keys[np.sort(rng.choice(keys.shape[0], size=n, replace=False))]
     return keys // n_in, keys % n_in
@@ -281,9 +300,10 @@ class CTRESimGrowth(CosineGrowth):
         keep = ~repicked
         if n_swap == 0:
             return rows, cols, int(rows.shape[0])
-        exclude = np.union1d(pattern_keys(ctx.W), picks[keep])
-        if ctx.W.n_out * n_in - np.union1d(exclude, pruned).shape[0] >= n_swap:
-            exclude = np.union1d(exclude, pruned)
+        exclude = [pattern_keys(ctx.W), np.sort(picks[keep])]  # disjoint sorted key sets
+        if ctx.W.n_out * n_in - ctx.W.nnz - int(np.count_nonzero(keep)) - pruned.shape[0] \
+                >= n_swap:
+            exclude.append(pruned)
         else:  # (nearly) dense layer: no room but the pruned positions themselves
             logger.debug("ctre_sim layer %d: too few absent connections; random "
                          "replacements may re-add pruned ones", ctx.layer_index)
