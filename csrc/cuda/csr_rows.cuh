@@ -32,6 +32,7 @@ __device__ __forceinline__ void accumulate_row_slice(
         }
         const long long remaining = p1 - base;
         const int cnt = remaining < WARP ? static_cast<int>(remaining) : WARP;
+#pragma unroll 4  // independent gathers of several X rows in flight
         for (int j = 0; j < cnt; ++j) {
             const long long cj = __shfl_sync(FULL_MASK, c, j);
             const F wj = __shfl_sync(FULL_MASK, w, j);
