@@ -23,7 +23,9 @@ How each op runs
 The ``.cu`` sources are read from the installed package (``ctre_sparse/cuda``,
 copied there by ``setup.py``) or, in a source checkout, from ``csrc/cuda``;
 local ``#include "x.cuh"`` lines are inlined, and each source file is compiled
-by NVRTC (``cupy.RawModule``) on first use, once per device.
+by NVRTC (``cupy.RawModule``, which adds ``-ftz=true``: float32 denormals
+are flushed) on first use, once per device. Nothing here has run on a GPU
+yet; see ``docs/gpu.md`` for what is verified and what waits for one.
 """
 
 from __future__ import annotations
