@@ -101,6 +101,11 @@ def test_gradients_match_finite_differences(activation, dropout):
             np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-8)
 
 
+def test_unknown_backend_fails_at_construction():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        SparseMLP([3, 2], epsilon=1, backend="fortran")
+
+
 def test_backward_needs_training_forward():
     model = SparseMLP([3, 2], epsilon=1, backend=BACKEND, random_state=0)
     model.forward(np.ones((3, 2), np.float32))

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from .._random import check_random_state
+from ..backends import get_backend
 from ..sparse import CSRMatrix
 from .activations import get_activation
 from .init import erdos_renyi
@@ -69,6 +70,8 @@ class SparseMLP:
             raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
         if epsilon is None and density is None:
             epsilon = 20.0
+        if backend != "auto":
+            get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.layer_sizes = sizes
         self.activation = activation
         self.dropout = float(dropout)

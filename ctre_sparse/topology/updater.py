@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import ops
 from .._random import check_random_state
+from ..backends import get_backend
 from .growth import GrowthContext, get_growth
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class TopologyUpdater:
             raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
         if int(cosine_samples) < 1:
             raise ValueError(f"cosine_samples must be >= 1, got {cosine_samples!r}")
+        if backend != "auto":
+            get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.zeta = float(zeta)
         self.growth = get_growth(growth, patience=patience)
         self.cosine_samples = int(cosine_samples)
