@@ -155,6 +155,16 @@ def test_bad_parameters(blobs, params, match):
         small(**params).fit(X, y)
 
 
+def test_cuda_device_error_is_clear(blobs):
+    from ctre_sparse.nn.mlp import SparseMLP
+
+    if hasattr(SparseMLP, "to_device"):
+        pytest.skip("the training core supports devices now")
+    X, y = blobs
+    with pytest.raises(ValueError, match="device='cuda'"):
+        small(device="cuda").fit(X, y)
+
+
 def test_density_overrides_epsilon(blobs):
     X, y = blobs
     clf = small(density=0.5, hidden_layer_sizes=(10,), max_epochs=1).fit(X, y)

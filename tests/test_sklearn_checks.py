@@ -1,9 +1,19 @@
 """scikit-learn's estimator checks on a small CTREClassifier.
 
-Every check of ``parametrize_with_checks`` runs; none is skipped. The
+Every check of ``parametrize_with_checks`` runs; none is skipped by us. The
 instance is small (one hidden layer of 32, dense-ish epsilon) so the whole
 suite takes seconds, and trains enough epochs at a larger learning rate to
 pass ``check_classifiers_train`` (accuracy > 0.83 on its blobs).
+
+scikit-learn itself reports two skips when optional dependencies are missing
+(as on the development machine):
+
+- ``check_array_api_input``: "SCIPY_ARRAY_API is not set: not checking
+  array_api input";
+- ``check_classifier_data_not_an_array``: its NotAnArray half runs and passes,
+  its DataFrame half reports "pandas is not installed: not checking
+  estimators for pandas objects". With pandas present it runs
+  (``validate_data`` records ``feature_names_in_``, which ``save`` keeps).
 """
 
 import numpy as np
