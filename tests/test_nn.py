@@ -232,5 +232,8 @@ def test_activations_and_predict():
     assert [a.shape for a in acts] == [(6, 10), (9, 10), (7, 10), (4, 10)]
     assert np.all(acts[1] >= 0)
     np.testing.assert_allclose(acts[-1].sum(axis=0), 1, rtol=1e-6)
-    np.testing.assert_array_equal(model.predict_proba(X, batch_size=3), acts[-1])
+    for chunked, whole in zip(model.activations(X, batch_size=3), acts):
+        np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(model.predict_proba(X, batch_size=3), acts[-1], rtol=1e-6,
+                               atol=1e-7)
     np.testing.assert_array_equal(model.predict_codes(X), np.argmax(acts[-1], axis=0))

@@ -194,20 +194,33 @@ class SparseMLP:
             G = self.hidden_activations[i - 1].backward(Zs[i - 1], As[i - 1], dH)
         return loss
 
-    def activations(self, X):
+    def activations(self, X, batch_size=1024):
         """Per-layer post-activation outputs, for cosine growth.
+
+        Computed ``batch_size`` columns at a time, so the temporaries stay
+        small however many samples are asked for.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_in, n_samples)
+        batch_size : int, default 1024
 
         Returns
         -------
         list of ndarray
-            ``[X, h1, ..., softmax]`` (``n_layers + 1`` arrays, fresh copies;
-            no dropout). Layer ``l`` connects ``acts[l]`` to ``acts[l + 1]``.
+            ``[X, h1, ..., softmax]`` (``n_layers + 1`` arrays; all but ``X``
+            freshly allocated; no dropout). Layer ``l`` connects ``acts[l]``
+            to ``acts[l + 1]``.
         """
-        P = self.forward(X, training=False)
-        acts = [X]
-        for i in range(self.n_layers - 1):
-            acts.append(self._ws[("A", i)].copy())
-        acts.append(P.copy())
+        self._check_input(X)
+        n = X.shape[1]
+        acts = [X] + [np.empty((size, n), dtype=self.dtype) for size in self.layer_sizes[1:]]
+        for s in range(0, n, batch_size):
+            e = min(n, s + batch_size)
+            P = self.forward(X if e - s == n else np.ascontiguousarray(X[:, s:e]))
+            for i in range(self.n_layers - 1):
+                acts[i + 1][:, s:e] = self._ws[("A", i)]
+            acts[-1][:, s:e] = P
         return acts
 
     def predict_proba(self, X, batch_size=1024):
