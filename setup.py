@@ -32,6 +32,7 @@ def _native_extension():
         "ctre_sparse._native",
         sources,
         include_dirs=["csrc"],
+        depends=sorted(glob.glob(os.path.join("csrc", "cpu", "*.h"))),  # rebuild on header edits
         cxx_std=17,
         extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math"] + openmp,
         extra_link_args=openmp,

@@ -92,6 +92,13 @@ inline int thread_id() {
 #endif
 }
 
+// Expands F(1) ... F(12): the register-chunk widths of the AVX-512 kernels.
+#define CTRE_FOR_NV(F) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11) F(12)
+
+// Prefetch distance (nonzeros ahead) of the X-row gathers; CTRE_SPARSE_PREFETCH
+// overrides it (tuning).
+extern int g_prefetch;
+
 // Work (in multiply-adds) below which a kernel runs on one thread: forking the
 // team costs a few microseconds.
 constexpr std::int64_t kParallelWork = 1 << 15;

@@ -43,7 +43,14 @@ std::atomic<int>& active() {
 
 std::atomic<std::int64_t> g_calls[kNumIsa];
 
+int prefetch_from_env() {
+  const char* env = std::getenv("CTRE_SPARSE_PREFETCH");
+  return env ? std::atoi(env) : 8;
+}
+
 }  // namespace
+
+int g_prefetch = prefetch_from_env();
 
 const char* isa_name(Isa isa) {
   switch (isa) {

@@ -7,7 +7,9 @@
 // Simd<T> gives: V (register type), W (lanes), zero, set1, load, store
 // (unaligned), fma (a * b + c), hsum (sum of lanes), gt_abs_mask (bit i set
 // when |p[i]| > t; NaN never compares greater), and the register-blocking
-// factors chosen for the path's register file.
+// factors chosen for the path's register file. The AVX-512 path adds lane
+// masks (M, lanes, loadz, masked store) and hsum4, which its kernels use to
+// align their loads to cache lines (see spmm_kernel.h).
 
 namespace ctre {
 namespace CTRE_ISA_NS {
@@ -32,6 +34,24 @@ struct Simd<float> {
   static unsigned gt_abs_mask(const float* p, float t) {
     return _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(p)), _mm512_set1_ps(t), _CMP_GT_OQ);
   }
+  // Masked lanes: M has bit i set for lane i; masked-off lanes are neither
+  // read nor written (no fault even outside the array).
+  using M = __mmask16;
+  static M lanes(int lo, int hi) { return static_cast<M>(((1u << hi) - 1u) & ~((1u << lo) - 1u)); }
+  static V loadz(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(float* p, M m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  // dst[0:4] (+)= the lane sums of a0..a3 (one shuffle tree for all four).
+  static void hsum4(V a0, V a1, V a2, V a3, float* dst, bool add) {
+    const V t01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const V t23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    V u = _mm512_add_ps(_mm512_shuffle_f32x4(t01, t23, 0x88), _mm512_shuffle_f32x4(t01, t23, 0xDD));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(2, 3, 0, 1)));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, _MM_SHUFFLE(1, 0, 3, 2)));
+    __m128 r = _mm512_castps512_ps128(
+        _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+    if (add) r = _mm_add_ps(r, _mm_loadu_ps(dst));
+    _mm_storeu_ps(dst, r);
+  }
 };
 
 template <>
@@ -48,6 +68,20 @@ struct Simd<double> {
   static double hsum(V v) { return _mm512_reduce_add_pd(v); }
   static unsigned gt_abs_mask(const double* p, double t) {
     return _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_loadu_pd(p)), _mm512_set1_pd(t), _CMP_GT_OQ);
+  }
+  using M = __mmask8;
+  static M lanes(int lo, int hi) { return static_cast<M>(((1u << hi) - 1u) & ~((1u << lo) - 1u)); }
+  static V loadz(M m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(double* p, M m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  static void hsum4(V a0, V a1, V a2, V a3, double* dst, bool add) {
+    const V t01 = _mm512_add_pd(_mm512_shuffle_f64x2(a0, a1, 0x44), _mm512_shuffle_f64x2(a0, a1, 0xEE));
+    const V t23 = _mm512_add_pd(_mm512_shuffle_f64x2(a2, a3, 0x44), _mm512_shuffle_f64x2(a2, a3, 0xEE));
+    V u = _mm512_add_pd(_mm512_shuffle_f64x2(t01, t23, 0x88), _mm512_shuffle_f64x2(t01, t23, 0xDD));
+    u = _mm512_add_pd(u, _mm512_permute_pd(u, 0x55));
+    __m256d r = _mm512_castpd512_pd256(
+        _mm512_permutexvar_pd(_mm512_setr_epi64(0, 2, 4, 6, 0, 0, 0, 0), u));
+    if (add) r = _mm256_add_pd(r, _mm256_loadu_pd(dst));
+    _mm256_storeu_pd(dst, r);
   }
 };
 
@@ -142,6 +176,51 @@ struct Simd {  // scalar: any C++17 compiler
 };
 #endif
 
+#endif
+
+// Prefetch distance (in nonzeros) of the random X-row gathers.
+#define kPrefetch (::ctre::g_prefetch)
+
+#if CTRE_ISA == 2
+// Most vectors of a row chunk held in registers (accumulators or G) at once.
+constexpr int kMaxVecs = 12;
+
+// The columns [0, batch) of a dense row as nvec vectors aligned to 64-byte
+// lines: vector v covers columns start + v * W ...; first/last mask the lanes
+// outside [0, batch). Alignment is possible when every row starts at the
+// same offset within a line (batch * sizeof(T) a multiple of 64); otherwise
+// start == 0 and only the last vector is partial.
+template <class T>
+struct LinePlan {
+  std::int64_t start;
+  int nvec;
+  typename Simd<T>::M first, last, all;
+};
+
+template <class T>
+inline LinePlan<T> line_plan(const T* base, std::int64_t batch) {
+  using S = Simd<T>;
+  constexpr int W = S::W;
+  const auto addr = reinterpret_cast<std::uintptr_t>(base);
+  int shift = 0;
+  if ((batch * static_cast<std::int64_t>(sizeof(T))) % 64 == 0 && addr % sizeof(T) == 0)
+    shift = static_cast<int>((addr % 64) / sizeof(T));
+  const std::int64_t span = batch + shift;
+  LinePlan<T> pl;
+  pl.start = -shift;
+  pl.nvec = static_cast<int>((span + W - 1) / W);
+  pl.all = S::lanes(0, W);
+  pl.first = S::lanes(shift, W);
+  pl.last = pl.nvec ? S::lanes(0, static_cast<int>(span - static_cast<std::int64_t>(pl.nvec - 1) * W))
+                    : pl.all;
+  return pl;
+}
+#else
+template <class T>
+struct LinePlan {};
+
+template <class T>
+inline LinePlan<T> line_plan(const T*, std::int64_t) { return LinePlan<T>{}; }
 #endif
 
 }  // namespace CTRE_ISA_NS
