@@ -381,11 +381,13 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         X_val_fm = self._to_fm(X[val_idx]) if val_idx.size else None
         y_val = codes[val_idx] if val_idx.size else None
         self._trainer.batch_size = min(int(self.batch_size), int(y_tr.shape[0]))
-        for _ in range(max(0, epochs)):
+        for i in range(max(0, epochs)):
             record = self._one_epoch(X_fm, y_tr, X_val_fm, y_val)
-            self._after_epoch(record, last=(_ == epochs - 1))
-            if any(cb(self, record) for cb in callbacks):
+            written = self._after_epoch(record, last=(i == epochs - 1))
+            if any([bool(cb(self, record)) for cb in callbacks]):   # every callback is called
                 logger.info("training stopped by a callback after epoch %d", self.n_iter_)
+                if not written and self._checkpoint_path() is not None:
+                    self._write(self._checkpoint_path())
                 break
 
     def _one_epoch(self, X_fm, y, X_val_fm, y_val):
@@ -404,8 +406,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return record
 
     def _after_epoch(self, record, last):
+        """Checkpoint when due and report progress; return whether a checkpoint was written."""
         ckpt = self._checkpoint_path()
-        if ckpt is not None and (self.n_iter_ % self.checkpoint_every == 0 or last):
+        written = ckpt is not None and (self.n_iter_ % self.checkpoint_every == 0 or last)
+        if written:
             self._write(ckpt)
         val = record.get("val_accuracy")
         line = (f"epoch {record['epoch']}: loss {record.get('train_loss', float('nan')):.4f}, "
@@ -416,6 +420,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         if self.verbose:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
+        return written
 
     # --------------------------------------------------------------- predicting
     def __sklearn_is_fitted__(self):

@@ -223,26 +223,34 @@ def test_verbose_progress_on_stderr(blobs, capsys):
     assert "epoch 1:" in err and "epoch 2:" in err and "val acc" in err
 
 
-def _blow_up_after(epoch):
+def _blow_up_after(epoch, snapshot=None):
     def callback(est, record):
         if record["epoch"] == epoch:
+            if snapshot is not None:        # the checkpoint as written after this epoch
+                snapshot.append((est.checkpoint_dir / "checkpoint.npz").read_bytes())
             est._trainer.optimizer.learning_rate = 1e30   # force divergence next epoch
     return callback
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_divergence_raises_and_keeps_last_checkpoint(blobs, tmp_path):
     X, y = blobs
     clf = small(max_epochs=6, checkpoint_dir=tmp_path, checkpoint_every=1)
+    snapshot = []
     with pytest.raises(TrainingDivergedError, match=r"epoch 3.*learning rate") as info:
-        clf.fit(X, y, callbacks=[_blow_up_after(2)])
+        clf.fit(X, y, callbacks=[_blow_up_after(2, snapshot)])
     assert "checkpoint" in str(info.value)
     ckpt = tmp_path / "checkpoint.npz"
+    assert ckpt.read_bytes() == snapshot[0]          # untouched by the diverged epoch
     good = CTREClassifier.load(ckpt)
     assert good.n_iter_ == 2
     assert all(np.isfinite(c.data).all() for c in good.coefs_)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]   # no temp files
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 def test_divergence_without_checkpoint(blobs):
     X, y = blobs
     with pytest.raises(TrainingDivergedError, match="learning rate"):

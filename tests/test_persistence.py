@@ -121,6 +121,22 @@ def test_checkpoint_every(data, tmp_path):
     assert epochs_written == [None, 2, 2, 4, 5]       # every 2 epochs and at the end
 
 
+def test_checkpoint_written_when_a_callback_stops(data, tmp_path):
+    X, y = data
+    calls = []
+
+    def stop(est, record):
+        return record["epoch"] == 3
+
+    def count(est, record):
+        calls.append(record["epoch"])
+
+    make(max_epochs=8, checkpoint_dir=tmp_path, checkpoint_every=5).fit(
+        X, y, callbacks=[stop, count])
+    assert calls == [1, 2, 3]                          # every callback runs, then stop
+    assert CTREClassifier.load(tmp_path / "checkpoint.npz").n_iter_ == 3
+
+
 def test_load_then_partial_fit_continues_identically(data, tmp_path):
     X, y = data
     a = make()
