@@ -191,7 +191,7 @@ def _scan_rows(S, lo, hi, r0, indptr, indices, bs, bk, n, cap, thr):
                 bs[n] = s
                 bk[n] = base + j
                 n += 1
-                if n == size:
+                if n == size and n > cap:  # (n == size <= cap: the chunk has seen all)
                     n, thr = _shrink(bs, bk, n, cap)
     return n, thr
 
@@ -201,8 +201,9 @@ def topk_block(S, r0, indptr, indices, bs, bk, counts, thr, cap):
     """Stream the score block ``S = Bn[r0:r0+nr] @ An.T`` into per-chunk top-k buffers.
 
     ``S[nr, n_in]:F`` (raw products; overwritten), ``indptr, indices:int64``
-    (exclusion pattern), buffers ``bs[C, size]:F, bk[C, size]:int64`` with
-    ``size > cap``, ``counts[C]:int64`` and cuts ``thr[C]:F`` (start at -1).
+    (exclusion pattern), buffers ``bs[C, size]:F, bk[C, size]:int64`` (``size >
+    cap``, or at least every entry a chunk sees), ``counts[C]:int64`` and cuts
+    ``thr[C]:F`` (start at -1).
     Chunk ``c`` owns the contiguous rows ``c*nr//C : (c+1)*nr//C`` of every
     block, so the union of the chunks' ``cap`` best holds the global top-k.
     Keys are ``row * n_in + col``. O(nr * n_in) amortized.

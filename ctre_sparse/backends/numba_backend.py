@@ -83,19 +83,17 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     scores : ndarray of A's dtype
     """
     n_out, n_in = B.shape[0], A.shape[0]
-    cap = min(int(k), n_out * n_in)
+    cap = min(int(k), max(0, n_out * n_in - int(indices.shape[0])))  # at most the absent pairs
     if cap <= 0:
         return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, A.dtype))
     An, Bn = normalize_rows(A), normalize_rows(B)
     AnT = An.T
     indptr, indices = _i64(indptr), _i64(indices)
+    block_rows = max(1, int(block_rows))
     n_chunks = max(1, min(get_num_threads(), n_out))
-    size = 2 * cap if cap < (1 << 20) else cap + (1 << 20)  # buffer; cut back to cap when full
-    bs = np.empty((n_chunks, size), dtype=A.dtype)
-    bk = np.empty((n_chunks, size), dtype=np.int64)
+    bs, bk = _topk_buffers(cap, n_chunks, n_out, n_in, block_rows, A.dtype)
     counts = np.zeros(n_chunks, dtype=np.int64)
     thr = np.full(n_chunks, -1.0, dtype=A.dtype)
-    block_rows = max(1, int(block_rows))
     for r0 in range(0, n_out, block_rows):
         r1 = min(r0 + block_rows, n_out)
         S = np.ascontiguousarray(Bn[r0:r1] @ AnT)
@@ -106,6 +104,17 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     order = np.lexsort((keys, -scores))[:cap]
     keys, scores = keys[order], scores[order]
     return keys // n_in, keys % n_in, scores
+
+
+def _topk_buffers(cap, n_chunks, n_out, n_in, block_rows, dtype):
+    """Per-chunk candidate buffers: room for ``cap`` plus slack, never more than a chunk sees."""
+    seen = np.zeros(n_chunks, dtype=np.int64)
+    for r0 in range(0, n_out, block_rows):
+        nr = min(block_rows, n_out - r0)
+        bounds = np.arange(n_chunks + 1, dtype=np.int64) * nr // n_chunks
+        seen += np.diff(bounds) * n_in
+    size = int(min(cap + min(cap, 1 << 20), seen.max()))
+    return np.empty((n_chunks, size), dtype=dtype), np.empty((n_chunks, size), dtype=np.int64)
 
 
 # ------------------------------------------------------------------ topology
