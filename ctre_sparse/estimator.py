@@ -343,7 +343,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             self._entropy = entropy
             self._val_idx = (np.zeros(0, np.int64) if incremental
                              else self._split_validation(codes, split_seed))
-            self._fingerprint = None if incremental else _fingerprint(X, codes)
+            self._fingerprint = None if incremental else _fingerprint(X, codes, self.dtype)
             self.history_ = []
             self.n_iter_ = 0
         epochs = 1 if incremental else self.max_epochs - self.n_iter_
@@ -522,10 +522,13 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         persistence.restore_members(self, members, X, codes, source=source)
 
 
-def _fingerprint(X, codes):
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(X).tobytes())
-    digest.update(np.ascontiguousarray(codes).tobytes())
+def _fingerprint(X, codes, dtype):
+    """SHA-256 of the training data as the model sees it (``dtype``) and the class codes."""
+    X = np.ascontiguousarray(X, dtype=np.dtype(dtype))
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    digest = hashlib.sha256(f"{X.shape}|{X.dtype.name}|".encode())
+    digest.update(X.reshape(-1).view(np.uint8))      # a view: no bytes copy of X
+    digest.update(codes.view(np.uint8))
     return digest.hexdigest()
 
 

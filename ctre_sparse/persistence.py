@@ -313,7 +313,7 @@ def _check_resumable(est, meta, members, X, codes, source):
     if meta["fingerprint"] is not None:
         from .estimator import _fingerprint
 
-        if _fingerprint(X, codes) != meta["fingerprint"]:
+        if _fingerprint(X, codes, est.dtype) != meta["fingerprint"]:
             raise ValueError(f"cannot resume from {source}: X, y are not the data of the "
                              f"interrupted run (fingerprint differs)")
 
