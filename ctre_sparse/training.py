@@ -95,7 +95,7 @@ class Trainer:
         self.history = []
         self.stop = False
         self._monitor = None
-        self._xbuf = None
+        self._xbuf = self._rowbuf = None
 
     # ------------------------------------------------------------ checks
     def _check_data(self, X, y, name="X"):
@@ -104,9 +104,9 @@ class Trainer:
             raise ValueError(f"{name} must be feature-major with shape "
                              f"({model.layer_sizes[0]}, n_samples), got "
                              f"{getattr(X, 'shape', type(X).__name__)}")
-        if X.dtype != model.dtype or not X.flags.c_contiguous:
-            logger.debug("casting %s to C-contiguous %s (a copy)", name, model.dtype)
-            X = np.ascontiguousarray(X, dtype=model.dtype)
+        if X.dtype != model.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
+            logger.debug("casting %s to %s (a copy)", name, model.dtype)
+            X = X.astype(model.dtype, order="F" if X.flags.f_contiguous else "C")
         y = np.asarray(y)
         if y.shape != (X.shape[1],) or y.dtype.kind not in "iu":
             raise ValueError(f"labels for {name} must be integer codes of shape ({X.shape[1]},), "
@@ -132,10 +132,17 @@ class Trainer:
         return stats, time.perf_counter() - t0
 
     def _batch(self, X, idx):
+        """Columns ``idx`` of ``X`` as a C-contiguous (n_features, batch) buffer."""
         shape = (X.shape[0], idx.shape[0])
         if self._xbuf is None or self._xbuf.shape != shape or self._xbuf.dtype != X.dtype:
             self._xbuf = np.empty(shape, dtype=X.dtype)
-        return np.take(X, idx, axis=1, out=self._xbuf, mode="clip")
+            self._rowbuf = np.empty(shape[::-1], dtype=X.dtype)
+        if X.flags.c_contiguous:
+            return np.take(X, idx, axis=1, out=self._xbuf, mode="clip")
+        # F-ordered (a transposed sample-major array): gather whole rows, then transpose
+        np.take(X.T, idx, axis=0, out=self._rowbuf, mode="clip")
+        np.copyto(self._xbuf, self._rowbuf.T)
+        return self._xbuf
 
     def _train_batches(self, X, y):
         model, opt, rng, bs = self.model, self.optimizer, self.rng, self.batch_size
@@ -163,7 +170,10 @@ class Trainer:
         Parameters
         ----------
         X : ndarray, shape (n_features, n_samples)
-            Feature-major training data (cast to the model dtype if needed).
+            Training data, cast to the model dtype if needed. C order
+            (feature-major memory) or F order, i.e. the transpose ``X_sm.T`` of
+            a C-contiguous sample-major array, which needs no copy and makes
+            the batch gather faster (whole sample rows are copied).
         y : int ndarray, shape (n_samples,)
             Class codes.
         X_val, y_val : optional

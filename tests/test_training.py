@@ -103,6 +103,16 @@ def test_resume_is_bit_identical(data, growth, backend):
         assert resumed.updater.state_dict() == full.updater.state_dict()
 
 
+def test_sample_major_memory_gives_the_same_run(data):
+    Xtr, ytr, Xva, yva = data
+    a, b = _trainer("ctre_sim"), _trainer("ctre_sim")
+    ra = a.fit(Xtr, ytr, Xva, yva, epochs=2)
+    X_sm, Xva_sm = np.ascontiguousarray(Xtr.T), np.ascontiguousarray(Xva.T)
+    rb = b.fit(X_sm.T, ytr, Xva_sm.T, yva, epochs=2)  # F-ordered views, no copy
+    assert _strip_time(ra) == _strip_time(rb)
+    _assert_same_model(a.model, b.model)
+
+
 def test_divergence_raises(data):
     Xtr, ytr, _, _ = data
     trainer = _trainer("random", lr=1e6, dropout=0.0)

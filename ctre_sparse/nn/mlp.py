@@ -109,11 +109,11 @@ class SparseMLP:
             self._ws[key] = arr
         return arr
 
-    def _check_input(self, X):
+    def _check_input(self, X, contiguous=True):
         if not isinstance(X, np.ndarray) or X.ndim != 2 or X.shape[0] != self.layer_sizes[0]:
             raise ValueError(f"X must be a feature-major array of shape ({self.layer_sizes[0]}, "
                              f"batch), got {getattr(X, 'shape', type(X).__name__)}")
-        if X.dtype != self.dtype or not X.flags.c_contiguous:
+        if X.dtype != self.dtype or (contiguous and not X.flags.c_contiguous):
             raise ValueError(f"X must be C-contiguous {self.dtype}, got "
                              f"{X.dtype} (C-contiguous: {X.flags.c_contiguous})")
 
@@ -203,6 +203,7 @@ class SparseMLP:
         Parameters
         ----------
         X : ndarray, shape (n_in, n_samples)
+            Any memory order (copied to C order when it is not).
         batch_size : int, default 1024
 
         Returns
@@ -212,7 +213,8 @@ class SparseMLP:
             freshly allocated; no dropout). Layer ``l`` connects ``acts[l]``
             to ``acts[l + 1]``.
         """
-        self._check_input(X)
+        self._check_input(X, contiguous=False)
+        X = np.ascontiguousarray(X)
         n = X.shape[1]
         acts = [X] + [np.empty((size, n), dtype=self.dtype) for size in self.layer_sizes[1:]]
         for s in range(0, n, batch_size):
@@ -224,8 +226,12 @@ class SparseMLP:
         return acts
 
     def predict_proba(self, X, batch_size=1024):
-        """Probabilities for every column of ``X``, shape ``(n_classes, n_samples)``."""
-        self._check_input(X)
+        """Probabilities for every column of ``X``, shape ``(n_classes, n_samples)``.
+
+        ``X`` (model dtype, shape ``(n_in, n_samples)``) may be in any memory
+        order; it is copied ``batch_size`` columns at a time.
+        """
+        self._check_input(X, contiguous=False)
         n = X.shape[1]
         out = np.empty((self.layer_sizes[-1], n), dtype=self.dtype)
         for s in range(0, n, batch_size):

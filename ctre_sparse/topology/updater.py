@@ -76,8 +76,8 @@ class TopologyUpdater:
         n = X.shape[1]
         if n > self.cosine_samples:
             idx = np.sort(rng.choice(n, size=self.cosine_samples, replace=False))
-            X = np.ascontiguousarray(X[:, idx])
-        return model.activations(X)
+            X = X[:, idx]
+        return model.activations(np.ascontiguousarray(X))
 
     def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None):
         """Prune and regrow every layer of ``model`` in place.
@@ -86,7 +86,7 @@ class TopologyUpdater:
         ----------
         model : SparseMLP
         X : ndarray, shape (n_features, n_samples)
-            Feature-major training data; cosine growth uses up to
+            Training data (C or F order); cosine growth uses up to
             ``cosine_samples`` of its columns.
         optimizer : SGD, optional
             Its momentum is remapped (new connections start at 0).
