@@ -133,11 +133,12 @@ def _tiny_model():
     return model
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_matches_hand_computation(nesterov):
+def test_sgd_matches_hand_computation(nesterov, fused):
     lr, mu, wd = 0.1, 0.9, 0.01
     model = _tiny_model()
-    opt = SGD(lr, momentum=mu, nesterov=nesterov, weight_decay=wd)
+    opt = SGD(lr, momentum=mu, nesterov=nesterov, weight_decay=wd, fused=fused)
     opt.start_epoch(0)
     layer = model.layers[0]
     w = layer.W.data.copy()
@@ -155,6 +156,28 @@ def test_sgd_matches_hand_computation(nesterov):
         np.testing.assert_allclose(layer.W.data, w, rtol=1e-14)
         np.testing.assert_allclose(layer.b, b, rtol=1e-14)
         np.testing.assert_allclose(opt.velocity_W[0], vw, rtol=1e-14)
+
+
+@pytest.mark.parametrize("momentum,nesterov,decay", [(0.9, True, 1e-3), (0.5, False, 0.0),
+                                                     (0.0, False, 1e-2)])
+def test_sgd_fused_equals_numpy_bit_for_bit(momentum, nesterov, decay):
+    models = [SparseMLP([20, 30, 5], epsilon=3, backend=BACKEND, random_state=1)
+              for _ in range(2)]
+    opts = [SGD(0.05, momentum, nesterov, decay, fused=f) for f in (True, False)]
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        grads = [rng.standard_normal(layer.W.nnz).astype(np.float32)
+                 for layer in models[0].layers]
+        for model, opt in zip(models, opts):
+            for layer, g in zip(model.layers, grads):
+                layer.grad_W[:] = g
+                layer.grad_b[:] = g[: layer.b.shape[0]]
+            opt.step(model)
+    for la, lb in zip(models[0].layers, models[1].layers):
+        np.testing.assert_array_equal(la.W.data, lb.W.data)
+        np.testing.assert_array_equal(la.b, lb.b)
+    for va, vb in zip(opts[0].velocity_W, opts[1].velocity_W):
+        np.testing.assert_array_equal(va, vb)
 
 
 def test_sgd_plain_and_schedule():
