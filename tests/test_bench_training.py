@@ -313,3 +313,14 @@ def test_doctests():
     for module in (tb, training_profile):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_cli_bench_training(capsys, tmp_path):
+    from ctre_sparse import cli
+
+    path = tmp_path / "cli.json"
+    assert cli.main(["bench", "training", "--samples", "300", "--hidden", "16", "--batch", "32",
+                     "--epochs", "1", "--cosine-samples", "64", "--threads", "1", "--no-peer",
+                     "--json", str(path)]) == 0
+    assert "s/epoch" in capsys.readouterr().out
+    assert harness.read_json(path)[0]["benchmark"] == "training"

@@ -1,4 +1,4 @@
-"""``ctre-sparse bench``: measurements (``bench kernels``: the kernel benchmark)."""
+"""``ctre-sparse bench``: measurements (``bench kernels``, ``bench training``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ def _run_kernels(args):
     from ..bench import kernels
 
     return kernels.run_from_args(args)
+
+
+def _run_training(args):
+    from ..bench import training
+
+    return training.run_from_args(args)
 
 
 def register(subparsers):
@@ -25,6 +31,15 @@ def register(subparsers):
                     "GFLOP/s = 2 * nnz * batch / median time; ratios to peers of the same run.")
     add_arguments(kernels)
     kernels.set_defaults(func=_run_kernels)
+    from ..bench.training import add_arguments as add_training_arguments
+
+    training = sub.add_parser(
+        "training", help="one CTRE epoch of 784-1000-1000-1000-10 beside PyTorch dense+mask",
+        description="Time one epoch (training and topology update) of the sparse MLP, "
+                    "checked against the reference backend, beside the same network trained "
+                    "dense-with-masks in PyTorch in the same run.")
+    add_training_arguments(training)
+    training.set_defaults(func=_run_training)
     parser.set_defaults(func=lambda args: _no_benchmark(parser))
     return parser
 
