@@ -111,7 +111,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, Generator or None, default None
         Seed of initialisation, validation split, shuffling and topology.
     verbose : int, default 0
-        >= 1: one progress line per epoch on stderr (and always INFO logs).
+        >= 1: one progress line per epoch on stderr (the training core logs
+        each epoch at INFO level regardless).
     backend : str, default "auto"
         Kernel backend (``"auto"``, ``"native"``, ``"numba"``, ``"reference"``, ``"cuda"``).
     device : {"cpu", "cuda"}, default "cpu"
@@ -416,7 +417,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                 f"train acc {record.get('train_accuracy', float('nan')):.4f}"
                 + ("" if val is None else f", val acc {val:.4f}")
                 + f", {record.get('seconds', 0.0):.2f}s")
-        logger.info(line)
+        logger.debug(line)     # the training core logs each epoch at INFO already
         if self.verbose:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
