@@ -24,48 +24,78 @@ _FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 _CONTRACT = {"contract"}
 
 
+# Subscripts computed from stored indices are cast to unsigned: numba then skips
+# its negative-index wraparound code, which otherwise doubles the cost of a gather.
+_U = np.uint64
+
+
 # ------------------------------------------------------------------ spmm
+@njit(cache=True, nogil=True, inline="always")
+def _weight(vals, perm, use_perm, p):
+    """``vals[perm[p]]`` (transposed walk) or ``vals[p]``."""
+    return vals[_U(perm[_U(p)])] if use_perm else vals[_U(p)]
+
+
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
-def _axpy_row(o, first, w0, x0, w1, x1, w2, x2, w3, x3, n_terms):
-    """``o (+)= w0*x0 + ... `` over the batch, summed left to right (stored order)."""
-    nb = o.shape[0]
-    if n_terms == 4:
-        if first:
-            for b in range(nb):
-                o[b] = w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
-        else:
-            for b in range(nb):
-                o[b] = o[b] + w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
-    elif first:
-        for b in range(nb):
-            o[b] = w0 * x0[b]
+def _axpy4(o, first, w0, x0, w1, x1, w2, x2, w3, x3):
+    """``o = [o +] w0*x0 + w1*x1 + w2*x2 + w3*x3`` over the batch, left to right."""
+    if first:
+        for b in range(o.shape[0]):
+            o[b] = w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
     else:
-        for b in range(nb):
-            o[b] = o[b] + w0 * x0[b]
+        for b in range(o.shape[0]):
+            o[b] = o[b] + w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
+
+
+@njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
+def _matvec_row(p0, p1, idx, vals, perm, use_perm, X):
+    """Batch 1: ``sum_p w(p) * X[idx[p], 0]`` with two partial sums (even/odd p)."""
+    acc0 = X.dtype.type(0)
+    acc1 = X.dtype.type(0)
+    p = p0
+    while p + 2 <= p1:
+        acc0 += _weight(vals, perm, use_perm, p) * X[_U(idx[_U(p)]), 0]
+        acc1 += _weight(vals, perm, use_perm, p + 1) * X[_U(idx[_U(p + 1)]), 0]
+        p += 2
+    if p < p1:
+        acc0 += _weight(vals, perm, use_perm, p) * X[_U(idx[_U(p)]), 0]
+    return acc0 + acc1
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
 def _gather_row(o, p0, p1, idx, vals, perm, use_perm, X):
-    """``o = sum_p vals[perm[p]] * X[idx[p]]`` over ``p in [p0, p1)`` (stored order)."""
+    """``o = sum_p w(p) * X[idx[p]]`` over ``p in [p0, p1)``, in stored order.
+
+    ``w(p) = vals[perm[p]]`` if ``use_perm`` else ``vals[p]``. Four stored
+    entries per pass over the batch row (one load/store of ``o`` per four).
+    """
+    p0 = np.int64(p0)
+    p1 = np.int64(p1)
     if p1 == p0:
         o[:] = 0
+        return
+    if o.shape[0] == 1:
+        o[0] = _matvec_row(p0, p1, idx, vals, perm, use_perm, X)
         return
     p = p0
     first = True
     while p + 4 <= p1:
-        if use_perm:
-            w0, w1 = vals[perm[p]], vals[perm[p + 1]]
-            w2, w3 = vals[perm[p + 2]], vals[perm[p + 3]]
-        else:
-            w0, w1, w2, w3 = vals[p], vals[p + 1], vals[p + 2], vals[p + 3]
-        _axpy_row(o, first, w0, X[idx[p]], w1, X[idx[p + 1]], w2, X[idx[p + 2]],
-                  w3, X[idx[p + 3]], 4)
+        _axpy4(o, first,
+               _weight(vals, perm, use_perm, p), X[_U(idx[_U(p)])],
+               _weight(vals, perm, use_perm, p + 1), X[_U(idx[_U(p + 1)])],
+               _weight(vals, perm, use_perm, p + 2), X[_U(idx[_U(p + 2)])],
+               _weight(vals, perm, use_perm, p + 3), X[_U(idx[_U(p + 3)])])
         first = False
         p += 4
     while p < p1:
-        w0 = vals[perm[p]] if use_perm else vals[p]
-        x0 = X[idx[p]]
-        _axpy_row(o, first, w0, x0, w0, x0, w0, x0, w0, x0, 1)
+        w0 = _weight(vals, perm, use_perm, p)
+        x0 = X[_U(idx[_U(p)])]
+        if first:
+            for b in range(o.shape[0]):
+                o[b] = w0 * x0[b]
+        else:
+            for b in range(o.shape[0]):
+                o[b] = o[b] + w0 * x0[b]
         first = False
         p += 1
 
@@ -92,27 +122,32 @@ def sddmm(indptr, indices, G, X, out):
     """``out[p] = dot(G[row(p)], X[indices[p]])``; O(nnz * batch)."""
     n_out = indptr.shape[0] - 1
     nb = G.shape[1]
+    zero = out.dtype.type(0)
     for i in prange(n_out):
         g = G[i]
-        p = indptr[i]
-        p1 = indptr[i + 1]
+        p = np.int64(indptr[i])
+        p1 = np.int64(indptr[i + 1])
+        if nb == 1:  # batch 1: plain products, no row views
+            for q in range(p, p1):
+                out[_U(q)] = g[0] * X[_U(indices[_U(q)]), 0]
+            continue
         while p + 2 <= p1:  # two dots per pass share the loads of g
-            x0 = X[indices[p]]
-            x1 = X[indices[p + 1]]
-            a0 = out.dtype.type(0)
-            a1 = out.dtype.type(0)
+            x0 = X[_U(indices[_U(p)])]
+            x1 = X[_U(indices[_U(p + 1)])]
+            a0 = zero
+            a1 = zero
             for b in range(nb):
                 a0 += g[b] * x0[b]
                 a1 += g[b] * x1[b]
-            out[p] = a0
-            out[p + 1] = a1
+            out[_U(p)] = a0
+            out[_U(p + 1)] = a1
             p += 2
         if p < p1:
-            x0 = X[indices[p]]
-            a0 = out.dtype.type(0)
+            x0 = X[_U(indices[_U(p)])]
+            a0 = zero
             for b in range(nb):
                 a0 += g[b] * x0[b]
-            out[p] = a0
+            out[_U(p)] = a0
 
 
 # ------------------------------------------------------------------ cosine
