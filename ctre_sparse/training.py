@@ -198,6 +198,8 @@ class Trainer:
         """
         t0 = time.perf_counter()
         X, y = self._check_data(X, y)
+        if X.shape[1] == 0:
+            raise ValueError("X has no samples (shape (n_features, 0)); need at least one")
         if X_val is not None:
             X_val, y_val = self._check_data(X_val, y_val, "X_val")
         topo, topo_seconds = self._update_topology(X)

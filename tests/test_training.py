@@ -146,3 +146,5 @@ def test_bad_labels_rejected(data):
         trainer.run_epoch(Xtr, ytr[:10])
     with pytest.raises(ValueError, match="feature-major"):
         trainer.run_epoch(Xtr.T, ytr)
+    with pytest.raises(ValueError, match="no samples"):
+        trainer.run_epoch(Xtr[:, :0], ytr[:0])
