@@ -1,8 +1,9 @@
 """Element-wise activations on feature-major arrays.
 
 Every activation exposes ``forward(Z, out=None) -> A`` and
-``backward(Z, A, dA) -> dZ``; ``backward`` overwrites ``dA`` with the result
-and returns it (no allocation beyond a boolean mask for the piecewise ones).
+``backward(Z, A, dA, work=None) -> dZ``; ``backward`` overwrites ``dA`` with
+the result and returns it, using ``work`` (an array like ``dA``) as scratch
+when given, so the training loop allocates nothing per batch.
 
 Names understood by :func:`get_activation`:
 
@@ -36,7 +37,7 @@ class _Activation:
         """Return ``f(Z)``, written into ``out`` when given (may be ``Z`` itself)."""
         raise NotImplementedError
 
-    def backward(self, Z, A, dA):
+    def backward(self, Z, A, dA, work=None):
         """Return ``dA * f'(Z)``, computed in place in ``dA``.
 
         Parameters
@@ -47,6 +48,8 @@ class _Activation:
             ``f(Z)`` as returned by :meth:`forward`.
         dA : ndarray
             Gradient of the loss with respect to ``A``; overwritten.
+        work : ndarray like ``dA``, optional
+            Scratch space (allocated when not given).
         """
         raise NotImplementedError
 
@@ -73,8 +76,8 @@ class _LeftSlopeReLU(_Activation):
         out = np.multiply(Z, Z.dtype.type(self.slope), out=out)
         return np.maximum(out, Z, out=out)
 
-    def backward(self, Z, A, dA):
-        factor = np.greater(Z, 0, out=np.empty_like(dA))  # 1.0 / 0.0
+    def backward(self, Z, A, dA, work=None):
+        factor = np.greater(Z, 0, out=np.empty_like(dA) if work is None else work)  # 1.0 / 0.0
         factor *= dA.dtype.type(1.0 - self.slope)
         factor += dA.dtype.type(self.slope)
         dA *= factor
@@ -99,7 +102,7 @@ class ReLU(_LeftSlopeReLU):
     def __init__(self):
         super().__init__(0.0)
 
-    def backward(self, Z, A, dA):
+    def backward(self, Z, A, dA, work=None):
         np.multiply(dA, Z > 0, out=dA)
         return dA
 
@@ -158,9 +161,8 @@ class Tanh(_Activation):
     def forward(self, Z, out=None):
         return np.tanh(Z, out=out)
 
-    def backward(self, Z, A, dA):
-        # dA * (1 - A^2) without temporaries beyond one array
-        tmp = np.multiply(A, A)
+    def backward(self, Z, A, dA, work=None):
+        tmp = np.multiply(A, A, out=work)  # dA * (1 - A^2)
         np.subtract(1, tmp, out=tmp)
         np.multiply(dA, tmp, out=dA)
         return dA
@@ -178,8 +180,8 @@ class Sigmoid(_Activation):
         out *= 0.5
         return out
 
-    def backward(self, Z, A, dA):
-        tmp = np.subtract(1, A)
+    def backward(self, Z, A, dA, work=None):
+        tmp = np.subtract(1, A, out=work)
         tmp *= A
         np.multiply(dA, tmp, out=dA)
         return dA

@@ -191,7 +191,8 @@ class SparseMLP:
                 break
             if masks:
                 dH *= masks[i - 1]
-            G = self.hidden_activations[i - 1].backward(Zs[i - 1], As[i - 1], dH)
+            G = self.hidden_activations[i - 1].backward(Zs[i - 1], As[i - 1], dH,
+                                                        work=self._buf(("W", i), dH.shape))
         return loss
 
     def activations(self, X, batch_size=1024):
