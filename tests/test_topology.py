@@ -136,7 +136,13 @@ def _brute_force_topk(A_in, A_out, W, k):
 
 def test_cosine_growth_picks_brute_force_topk():
     model, opt, X = _trained_model(dtype=np.float64, sizes=(8, 10, 3), density=0.4)
-    acts = model.activations(X)
+    # the activations, computed densely: input side = previous layer's output (raw input for
+    # layer 0), output side = this layer's post-activation output (softmax for the last)
+    W0, W1 = (layer.W.toarray() for layer in model.layers)
+    H = np.maximum(W0 @ X + model.layers[0].b[:, None], 0)
+    Z = W1 @ H + model.layers[1].b[:, None]
+    P = np.exp(Z - Z.max(axis=0)) / np.exp(Z - Z.max(axis=0)).sum(axis=0)
+    acts = [X, H, P]
     expected = []
     for i, layer in enumerate(model.layers):
         pruned = ops.prune_magnitude(layer.W, 0.25, backend=BACKEND)
