@@ -56,7 +56,7 @@ def test_layer_sizes_and_data():
     assert tb.layer_sizes(1000) == [784, 1000, 1000, 1000, 10]
     X, y = tb.make_data(500, seed=3)
     X2, y2 = tb.make_data(500, seed=3)
-    assert X.shape == (784, 500) and X.flags.c_contiguous and X.dtype == np.float32
+    assert X.shape == (784, 500) and X.flags.f_contiguous and X.dtype == np.float32
     assert np.array_equal(X, X2) and np.array_equal(y, y2)  # seeded
     assert not np.array_equal(tb.make_data(500, seed=4)[0], X)
     assert y.dtype == np.int64 and set(np.unique(y)) <= set(range(10))

@@ -108,31 +108,34 @@ def layer_sizes(width):
 def make_data(n_samples, seed=0, dtype=np.float32, separation=1.0, chunk=8192):
     """Seeded synthetic Fashion-MNIST-shaped data: Gaussian clusters, one per class.
 
-    ``X[:, j] = separation * mu[y[j]] + noise``, with ``mu`` (10 x 784) and
-    the noise standard normal: the loss falls clearly within one epoch, and
-    one epoch does not learn the classes perfectly.
+    Sample ``j`` is ``separation * mu[y[j]] + noise``, with ``mu`` (10 x 784)
+    and the noise standard normal: the loss falls clearly within one epoch,
+    and one epoch does not learn the classes perfectly.
 
     Returns
     -------
-    X : ndarray, shape (784, n_samples), C-contiguous (feature-major)
+    X : ndarray, shape (784, n_samples)
+        Feature-major view (F-ordered) of a sample-major array, the layout in
+        which :class:`~ctre_sparse.training.Trainer` gathers a batch fastest
+        (whole 784-value sample rows, then one transpose).
     y : int64 ndarray, shape (n_samples,)
 
     Examples
     --------
     >>> X, y = make_data(50, seed=1)
-    >>> X.shape, X.dtype.name, y.shape, int(y.max()) < 10
-    ((784, 50), 'float32', (50,), True)
+    >>> X.shape, X.dtype.name, X.flags.f_contiguous, y.shape, int(y.max()) < 10
+    ((784, 50), 'float32', True, (50,), True)
     """
     if int(n_samples) < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples!r}")
     rng = np.random.default_rng([int(seed), 7841])
     means = (separation * rng.standard_normal((N_CLASSES, N_FEATURES))).astype(dtype)
     y = rng.integers(0, N_CLASSES, size=int(n_samples), dtype=np.int64)
-    X = rng.standard_normal((N_FEATURES, int(n_samples)), dtype=np.float32).astype(dtype,
-                                                                                   copy=False)
-    for s in range(0, X.shape[1], chunk):
-        X[:, s:s + chunk] += means[y[s:s + chunk]].T
-    return X, y
+    Xs = rng.standard_normal((int(n_samples), N_FEATURES), dtype=np.float32).astype(dtype,
+                                                                                    copy=False)
+    for s in range(0, Xs.shape[0], chunk):
+        Xs[s:s + chunk] += means[y[s:s + chunk]]
+    return Xs.T, y
 
 
 def ns_per_nnz_sample(train_seconds, nnz_total, n_samples):
