@@ -276,12 +276,17 @@ def time_epochs(trainer, X, y, epochs):
     list of dict
         ``epoch``, ``train_seconds``, ``topology_seconds``, ``seconds``,
         ``train_loss``, ``train_accuracy``, ``n_cosine``, ``n_random``.
+    dict
+        ``wall_seconds`` and ``cpu_seconds`` (this process, all threads) of
+        the whole timed span.
     """
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     records = trainer.fit(X, y, epochs=trainer.epoch + int(epochs))
     t0 = time.perf_counter()
     last = trainer.updater.update(trainer.model, X, optimizer=trainer.optimizer,
                                   val_accuracy=records[-1]["train_accuracy"], rng=trainer.rng)
     last_seconds = time.perf_counter() - t0
+    cpu = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0}
     topo = [(r["topology_seconds"], r["n_cosine"], r["n_random"]) for r in records[1:]]
     topo.append((last_seconds, last["n_cosine"], last["n_random"]))
     out = []
@@ -291,7 +296,7 @@ def time_epochs(trainer, X, y, epochs):
                     "seconds": train + t_topo, "train_loss": rec["train_loss"],
                     "train_accuracy": rec["train_accuracy"], "n_cosine": n_cos,
                     "n_random": n_rand})
-    return out
+    return out, cpu
 
 
 def useful_gflops(model, n_samples, seconds):
@@ -344,13 +349,14 @@ def run_network(config, width, X, y):
     peer, peer_info = _measure_peer(config, model, Xb, yb, ref)
     trainer = build_trainer(config, model)
     time.sleep(PAUSE_SECONDS)  # let the peer's spinning OpenMP threads go idle
-    epochs = time_epochs(trainer, X, y, config.epochs)
+    epochs, cpu = time_epochs(trainer, X, y, config.epochs)
     if peer is not None:
         time.sleep(PAUSE_SECONDS)
         peer_info.update(peer.run_epoch(X, y, config.batch, seed=config.seed + 2,
                                         max_batches=config.peer_batches))
         del peer
     rec = _record(config, width, model, nnz_layers, epochs, peer_info)
+    rec["cpu_utilization"] = cpu["cpu_seconds"] / (cpu["wall_seconds"] * config.threads)
     rec.update(check_error=check_error, check_samples=int(yb.shape[0]), initial_loss=ref["loss"])
     if config.profile:
         rec["profile"] = profile_epoch(trainer, X, y)
@@ -466,7 +472,8 @@ def format_record(rec):
         f"+ topology {rec['topology_seconds']:.3f} s ({rec['topology_fraction']:.1%}); "
         f"{rec['ns_per_nnz_sample']:.4f} ns per (nonzero x sample), "
         f"{_fmt(rec['train_gflops'], '.1f')} useful GFLOP/s; loss {rec['initial_loss']:.3f} -> "
-        f"{rec['train_loss']:.3f}, train acc {rec['train_accuracy']:.3f}"]
+        f"{rec['train_loss']:.3f}, train acc {rec['train_accuracy']:.3f}; CPU use "
+        f"{rec['cpu_utilization']:.0%} of {rec['threads']} thread(s)"]
     if peer["status"] == "ok":
         how = (f"{peer['batches_timed']} of {peer['n_batches']} batches timed, EXTRAPOLATED to "
                "the epoch" if peer["extrapolated"] else "full epoch timed")
