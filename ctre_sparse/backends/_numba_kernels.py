@@ -160,18 +160,19 @@ def cosine_pairs(A, B, rows, cols, out):
     """
     n = rows.shape[0]
     S = A.shape[1]
+    zero = out.dtype.type(0)
     for q in prange(n):
-        a = A[rows[q]]
-        b = B[cols[q]]
-        dot = out.dtype.type(0)
-        na = out.dtype.type(0)
-        nb = out.dtype.type(0)
+        a = A[_U(rows[q])]
+        b = B[_U(cols[q])]
+        dot = zero
+        na = zero
+        nb = zero
         for s in range(S):
             dot += a[s] * b[s]
             na += a[s] * a[s]
             nb += b[s] * b[s]
         den = np.sqrt(na) * np.sqrt(nb)
-        out[q] = abs(dot) / den if den > 0 else 0
+        out[q] = abs(dot) / den if den > 0 else zero
 
 
 # ------------------------------------------------------------------ top-k
@@ -213,7 +214,7 @@ def _scan_rows(S, lo, hi, r0, indptr, indices, bs, bk, n, cap, thr):
     for r in range(lo, hi):
         row = S[r]
         for p in range(indptr[r0 + r], indptr[r0 + r + 1]):
-            row[indices[p]] = np.nan  # existing connection: never selected (NaN > x is False)
+            row[_U(indices[p])] = np.nan  # existing connection: never selected (NaN > x is False)
         n_pass = 0
         for j in range(n_in):  # vectorized pre-count: most rows have no candidate
             n_pass += abs(row[j]) > thr
