@@ -104,6 +104,7 @@ def test_record_fields_and_figures(tiny_records):
     assert rec["targets"]["ns_per_nnz_sample"]["value"] == rec["ns_per_nnz_sample"]
     assert rec["machine"]["threads"] == 1 and "loadavg_end" in rec["machine"]
     assert 0 < rec["cpu_utilization"] < 1.5  # process CPU time / (wall time * threads)
+    assert set(rec["machine"]["code"]) == {"commit", "dirty"}
 
 
 def test_record_peer_figures(tiny_records):

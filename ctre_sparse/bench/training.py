@@ -425,6 +425,7 @@ def run_training_bench(config, on_record=None):
     config = replace(config, threads=threads)
     machine = machine_block(threads=threads, device=config.device)
     machine["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    machine["code"] = code_version()
     records = []
     with thread_limits(threads):
         if config.warmup:
@@ -438,6 +439,28 @@ def run_training_bench(config, on_record=None):
                 on_record(rec)
     machine["loadavg_end"] = machine_block()["loadavg"]
     return records
+
+
+def code_version():
+    """``{"commit", "dirty"}`` of the git checkout the package runs from (None outside one).
+
+    ``dirty`` lists the modified tracked files under ``ctre_sparse/`` and
+    ``csrc/``: the timed code is the commit plus those changes.
+    """
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                 "ctre_sparse", "csrc"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.debug("no git version: %s", exc)
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": sorted(line[3:] for line in status.splitlines())}
 
 
 def _check_config(config):
