@@ -104,7 +104,10 @@ class SparseLinear:
         ndarray, shape (n_in, batch), or None when ``need_dX`` is False
         """
         ops.sddmm(self.W, dY, X, out=self.grad_W, backend=self.backend)
-        np.sum(dY, axis=1, out=self.grad_b)
+        ones = getattr(self, "_ones", None)
+        if ones is None or ones.shape[0] != dY.shape[1] or ones.dtype != dY.dtype:
+            ones = self._ones = np.ones_like(dY, shape=(dY.shape[1],))
+        np.matmul(dY, ones, out=self.grad_b)  # row sums by BLAS: ~5x np.sum(axis=1) (bench)
         if not need_dX:
             return None
         return ops.spmm_t(self.W, dY, out=out, backend=self.backend, check_finite=False)
