@@ -326,3 +326,17 @@ def test_cli_bench_training(capsys, tmp_path):
                      "--json", str(path)]) == 0
     assert "s/epoch" in capsys.readouterr().out
     assert harness.read_json(path)[0]["benchmark"] == "training"
+
+
+def test_profiler_exclusive_time_with_a_fake_clock():
+    ticks = iter(range(100))
+    ns = types.SimpleNamespace(inner=lambda: None)
+    ns.outer = lambda: (ns.inner(), ns.inner())
+    prof = training_profile.OpProfiler(clock=lambda: float(next(ticks)))
+    prof.patch(ns, "outer", "outer")
+    prof.patch(ns, "inner", "inner")
+    with prof:
+        ns.outer()  # clock: outer 0, inner 1..2, inner 3..4, outer 5
+    table = prof.table()
+    assert table["inner"] == {"seconds": 2.0, "calls": 2}
+    assert table["outer"] == {"seconds": 3.0, "calls": 1}  # 5 minus the inner 2
