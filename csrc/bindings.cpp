@@ -270,6 +270,12 @@ void bind_runtime(py::module_& m) {
     omp_set_num_threads(n);
 #endif
   }, py::arg("n"), "Set the OpenMP thread count of the kernels (for this Python thread).");
+  m.def("prefetch_distance", [] { return ctre::g_prefetch; },
+        "Prefetch distance (nonzeros ahead) of the X-row gathers.");
+  m.def("set_prefetch_distance", [](int d) {
+    if (d < 0) throw py::value_error("prefetch distance must be >= 0");
+    ctre::g_prefetch = d;
+  }, py::arg("d"), "Set the prefetch distance (tuning; 0 prefetches the current row).");
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

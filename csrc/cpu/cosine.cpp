@@ -11,17 +11,20 @@ struct TopCand {
   std::int64_t key;
 };
 
-// The top-k order: higher score first, then lower key first.
-template <class T>
-inline bool better(const TopCand<T>& a, const TopCand<T>& b) {
-  return a.score > b.score || (a.score == b.score && a.key < b.key);
-}
+// The top-k order: higher score first, then lower key first (a functor, so
+// that the sorts inline it).
+struct Better {
+  template <class T>
+  bool operator()(const TopCand<T>& a, const TopCand<T>& b) const {
+    return a.score > b.score || (a.score == b.score && a.key < b.key);
+  }
+};
 
 // Keeps the k best of v (unordered) and returns the k-th best score, the new
 // admission threshold; k >= 1 and v.size() >= k.
 template <class T>
 T keep_best(std::vector<TopCand<T>>& v, std::int64_t k) {
-  std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), better<T>);
+  std::nth_element(v.begin(), v.begin() + (k - 1), v.end(), Better());
   const T kth = v[k - 1].score;
   v.resize(k);
   return kth;
@@ -58,7 +61,7 @@ std::int64_t topk_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, c
   for (std::int64_t i = 0; i < n_top; ++i) all.push_back(TopCand<T>{scores_in[i], keys_in[i]});
   for (const auto& b : bufs) all.insert(all.end(), b.begin(), b.end());
   if (static_cast<std::int64_t>(all.size()) > k) keep_best(all, k);
-  std::sort(all.begin(), all.end(), better<T>);
+  std::sort(all.begin(), all.end(), Better());
   for (std::size_t i = 0; i < all.size(); ++i) {
     keys_out[i] = all[i].key;
     scores_out[i] = all[i].score;

@@ -10,8 +10,8 @@ namespace ctre {
 // B[n_b * dim] : T   dense, C order
 // rows[k]      : int64, in [0, n_a);  cols[k] : int64, in [0, n_b)
 // out[k]       : T   overwritten with |cos(A[rows[i]], B[cols[i]])|, 0 where a norm is 0
-// Cost: O(k * dim) + O((n_a + n_b) * dim) for the norms (per pair instead when
-// k < (n_a + n_b) / 2); parallel over pairs.
+// Cost: O(k * dim), one pass over the two rows of each pair (dot and both
+// norms together); parallel over pairs.
 template <class T>
 void cosine_pairs(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const T* A, const T* B,
                   std::int64_t k, const std::int64_t* rows, const std::int64_t* cols, T* out);

@@ -5,51 +5,55 @@
 namespace ctre {
 namespace CTRE_ISA_NS {
 
-// dot(a[0:n], b[0:n]) with two independent vector accumulators.
+// dot(a, b), dot(a, a) and dot(b, b) in one pass over the two rows.
 template <class T>
-inline T dot(const T* a, const T* b, std::int64_t n) {
+inline void dot3(const T* a, const T* b, std::int64_t n, T& ab, T& aa, T& bb) {
   using S = Simd<T>;
   constexpr int W = S::W;
-  typename S::V s0 = S::zero(), s1 = S::zero();
+  typename S::V sab = S::zero(), saa = S::zero(), sbb = S::zero();
+  typename S::V tab = S::zero(), taa = S::zero(), tbb = S::zero();
   std::int64_t j = 0;
   for (; j + 2 * W <= n; j += 2 * W) {
-    s0 = S::fma(S::load(a + j), S::load(b + j), s0);
-    s1 = S::fma(S::load(a + j + W), S::load(b + j + W), s1);
+    const typename S::V x0 = S::load(a + j), y0 = S::load(b + j);
+    const typename S::V x1 = S::load(a + j + W), y1 = S::load(b + j + W);
+    sab = S::fma(x0, y0, sab); saa = S::fma(x0, x0, saa); sbb = S::fma(y0, y0, sbb);
+    tab = S::fma(x1, y1, tab); taa = S::fma(x1, x1, taa); tbb = S::fma(y1, y1, tbb);
   }
-  for (; j + W <= n; j += W) s0 = S::fma(S::load(a + j), S::load(b + j), s0);
-  T s = S::hsum(s0) + S::hsum(s1);
-  for (; j < n; ++j) s += a[j] * b[j];
-  return s;
-}
-
-// norms[i] = ||M[i, :]||_2 for i < n.
-template <class T>
-void row_norms(std::int64_t n, std::int64_t dim, const T* M, T* norms) {
-#pragma omp parallel for schedule(static) if (n * dim > kParallelWork)
-  for (std::int64_t i = 0; i < n; ++i) norms[i] = std::sqrt(dot(M + i * dim, M + i * dim, dim));
+  for (; j + W <= n; j += W) {
+    const typename S::V x0 = S::load(a + j), y0 = S::load(b + j);
+    sab = S::fma(x0, y0, sab); saa = S::fma(x0, x0, saa); sbb = S::fma(y0, y0, sbb);
+  }
+  ab = S::hsum(sab) + S::hsum(tab);
+  aa = S::hsum(saa) + S::hsum(taa);
+  bb = S::hsum(sbb) + S::hsum(tbb);
+  for (; j < n; ++j) {
+    ab += a[j] * b[j];
+    aa += a[j] * a[j];
+    bb += b[j] * b[j];
+  }
 }
 
 // out[i] = |cos(A[rows[i]], B[cols[i]])| (0 where a norm is 0); see cosine.h.
+// The norms come from the same pass as the dot product (the pass is
+// memory-bound: two random rows per pair), so no O(n_a + n_b) scratch.
 template <class T>
-void cosine_pairs_impl(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const T* A,
-                       const T* B, std::int64_t k, const std::int64_t* rows,
-                       const std::int64_t* cols, T* out) {
-  // Norms of every row when the pairs touch most rows (O((n_a + n_b) * dim)),
-  // else per pair (O(k * dim) more work, no O(n_a + n_b) scratch).
-  const bool all_norms = 2 * k >= n_a + n_b;
-  std::vector<T> na(all_norms ? n_a : 0), nb(all_norms ? n_b : 0);
-  if (all_norms) {
-    row_norms(n_a, dim, A, na.data());
-    row_norms(n_b, dim, B, nb.data());
-  }
+void cosine_pairs_impl(std::int64_t, std::int64_t, std::int64_t dim, const T* A, const T* B,
+                       std::int64_t k, const std::int64_t* rows, const std::int64_t* cols,
+                       T* out) {
 #pragma omp parallel for schedule(static) if (k * dim > kParallelWork)
   for (std::int64_t i = 0; i < k; ++i) {
-    const T* a = A + rows[i] * dim;
-    const T* b = B + cols[i] * dim;
-    const T d = std::fabs(dot(a, b, dim));
-    const T den = all_norms ? na[rows[i]] * nb[cols[i]]
-                            : std::sqrt(dot(a, a, dim)) * std::sqrt(dot(b, b, dim));
-    out[i] = den > T(0) ? d / den : T(0);
+    if (i + 4 < k) {  // start the two random rows of a pair ahead (the streamer does the rest)
+      const char* pa = reinterpret_cast<const char*>(A + rows[i + 4] * dim);
+      const char* pb = reinterpret_cast<const char*>(B + cols[i + 4] * dim);
+      for (int l = 0; l < 4 * 64 && l < dim * static_cast<std::int64_t>(sizeof(T)); l += 64) {
+        __builtin_prefetch(pa + l, 0, 3);
+        __builtin_prefetch(pb + l, 0, 3);
+      }
+    }
+    T ab, aa, bb;
+    dot3(A + rows[i] * dim, B + cols[i] * dim, dim, ab, aa, bb);
+    const T den = std::sqrt(aa) * std::sqrt(bb);
+    out[i] = den > T(0) ? std::fabs(ab) / den : T(0);
   }
 }
 
@@ -82,7 +86,8 @@ template <class T, class I>
 void topk_scan_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, const I* indptr,
                      const I* indices, std::int64_t k, T thr0,
                      std::vector<std::vector<TopCand<T>>>& bufs) {
-  const std::size_t cap = static_cast<std::size_t>(2 * k + 1024);
+  // Compacting costs O(cap) and happens once per cap - k admissions.
+  const std::size_t cap = static_cast<std::size_t>(3 * k + 1024);
   const int nt = (m * n > kParallelWork) ? num_threads() : 1;
   bufs.assign(nt, {});
 #pragma omp parallel num_threads(nt)
@@ -90,6 +95,7 @@ void topk_scan_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, cons
     const int t = thread_id(), nteam = team_size();
     const std::int64_t i0 = m * t / nteam, i1 = m * (t + 1) / nteam;
     std::vector<TopCand<T>>& buf = bufs[t];
+    buf.reserve(std::min<std::size_t>(cap + 64, static_cast<std::size_t>((i1 - i0) * n)));
     T thr = thr0;
     for (std::int64_t i = i0; i < i1; ++i) {
       T* row = S + i * n;

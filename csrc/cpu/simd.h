@@ -30,7 +30,14 @@ struct Simd<float> {
   static V load(const float* p) { return _mm512_loadu_ps(p); }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static float hsum(V v) { return _mm512_reduce_add_ps(v); }
+  static float hsum(V v) {
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm512_castps512_ps256(_mm512_shuffle_f32x4(v, v, 0xEE)));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
   static unsigned gt_abs_mask(const float* p, float t) {
     return _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(p)), _mm512_set1_ps(t), _CMP_GT_OQ);
   }
@@ -65,7 +72,15 @@ struct Simd<double> {
   static V load(const double* p) { return _mm512_loadu_pd(p); }
   static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static double hsum(V v) { return _mm512_reduce_add_pd(v); }
+  // (GCC 12's _mm512_reduce_add_* and _mm512_extractf64x4_pd warn about an
+  // uninitialized local, hence the shuffles)
+  static double hsum(V v) {
+    const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(v),
+                                    _mm512_castpd512_pd256(_mm512_shuffle_f64x2(v, v, 0xEE)));
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+    return _mm_cvtsd_f64(s);
+  }
   static unsigned gt_abs_mask(const double* p, double t) {
     return _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_loadu_pd(p)), _mm512_set1_pd(t), _CMP_GT_OQ);
   }
