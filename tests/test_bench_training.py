@@ -340,3 +340,24 @@ def test_profiler_exclusive_time_with_a_fake_clock():
     table = prof.table()
     assert table["inner"] == {"seconds": 2.0, "calls": 2}
     assert table["outer"] == {"seconds": 3.0, "calls": 1}  # 5 minus the inner 2
+
+
+def test_markdown_results_and_doc_update(tiny_records, tmp_path, capsys):
+    from ctre_sparse.bench import training_report
+
+    rec = dict(tiny_records[0])
+    text = training_report.markdown_results([rec])
+    assert "### Machine" in text and "ns per (nonzero x sample)" in text
+    assert f"{rec['ns_per_nnz_sample']:.4f}" in text and "| `speedup_vs_torch` |" in text
+    json_path = harness.write_json(tiny_records, tmp_path / "r.json")
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# T\n\nbefore\n{training_report.START}\nold\n{training_report.END}\nafter\n")
+    args = _parse(["--from-json", str(json_path), "--update-doc", str(doc)])
+    assert tb.run_from_args(args) == 0
+    new = doc.read_text()
+    assert "old" not in new and "before" in new and "after" in new
+    assert f"{rec['train_seconds']:.3f}" in new
+    assert "s/epoch" in capsys.readouterr().out
+    doc.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        training_report.update_markdown(doc, text)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -51,13 +51,14 @@ from . import harness
 from .kernels import thread_limits
 from .machine import cuda_info, machine_block, usable_cores
 from .training_peer import TorchDenseMasked, peer_unavailable_reason
-from .training_profile import OpProfiler, format_profile
+from .training_profile import OpProfiler
+from .training_report import format_record, markdown_results, update_markdown
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TrainingBenchConfig", "TARGETS", "layer_sizes", "make_data", "ns_per_nnz_sample",
-           "run_training_bench", "check_batch", "targets", "format_record", "add_arguments",
-           "config_from_args", "run_from_args", "main"]
+           "run_training_bench", "check_batch", "targets", "format_record", "markdown_results",
+           "add_arguments", "config_from_args", "run_from_args", "main"]
 
 N_FEATURES, N_CLASSES, N_HIDDEN_LAYERS = 784, 10, 3
 #: The issue's targets, for the full 60,000-sample epoch on the 2-core machine.
@@ -389,7 +390,9 @@ def _record(config, width, model, nnz_layers, epochs, peer):
            "per_epoch": epochs, "peer": peer, "peer_seconds_per_epoch": peer_s,
            "speedup_vs_torch": peer_s / total if peer_s and total else None,
            "train_speedup_vs_torch": peer_s / train if peer_s and train else None,
-           "seed": config.seed, "status": "ok"}
+           "seed": config.seed, "status": "ok",
+           "config": {k: list(v) if isinstance(v, tuple) else v
+                      for k, v in asdict(config).items()}}
     rec["targets"] = targets(rec)
     return rec
 
@@ -476,46 +479,6 @@ def _check_config(config):
                          f"{config.peer_batches!r}")
 
 
-# ------------------------------------------------------------------ reporting
-def _fmt(value, spec, suffix=""):
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
-def format_record(rec):
-    """A readable block for one record: our epoch, the peer, the targets."""
-    peer = rec["peer"]
-    lines = [
-        f"network {rec['network']}, epsilon {rec['epsilon']:g} ({rec['nnz_total']:,} "
-        f"connections), batch {rec['batch']}, {rec['samples']:,} samples, growth "
-        f"{rec['growth']} (zeta {rec['zeta']:g}, cosine over {rec['cosine_samples']:,} "
-        f"samples), backend {rec['backend']}, {rec['threads']} threads, {rec['dtype']}",
-        f"  check vs reference ({rec['check_samples']} samples): ours {rec['check_error']:.2g}, peer "
-        f"{_fmt(peer.get('check_error'), '.2g')}",
-        f"  ours : {rec['seconds_per_epoch']:.3f} s/epoch = train {rec['train_seconds']:.3f} s "
-        f"+ topology {rec['topology_seconds']:.3f} s ({rec['topology_fraction']:.1%}); "
-        f"{rec['ns_per_nnz_sample']:.4f} ns per (nonzero x sample), "
-        f"{_fmt(rec['train_gflops'], '.1f')} useful GFLOP/s; loss {rec['initial_loss']:.3f} -> "
-        f"{rec['train_loss']:.3f}, train acc {rec['train_accuracy']:.3f}; CPU use "
-        f"{rec['cpu_utilization']:.0%} of {rec['threads']} thread(s)"]
-    if peer["status"] == "ok":
-        how = (f"{peer['batches_timed']} of {peer['n_batches']} batches timed, EXTRAPOLATED to "
-               "the epoch" if peer["extrapolated"] else "full epoch timed")
-        lines.append(f"  torch dense+mask: {peer['seconds_per_epoch']:.3f} s/epoch ({how}, "
-                     f"{peer['threads']} threads); loss {peer['train_loss']:.3f}, train acc "
-                     f"{peer['train_accuracy']:.3f}")
-        lines.append(f"  speedup vs torch: {rec['speedup_vs_torch']:.2f}x (our whole epoch) / "
-                     f"{rec['train_speedup_vs_torch']:.2f}x (training only)")
-    else:
-        lines.append(f"  torch dense+mask: {peer['status']}")
-    for name, t in rec["targets"].items():
-        verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        lines.append(f"  target {name:<20} {_fmt(t['value'], '9.4f')}  {t['target']:<8} {verdict}")
-    if "profile" in rec:
-        lines.append(f"  profile of one more epoch ({rec['profile']['seconds']:.3f} s with timers):")
-        lines.append(format_profile(rec["profile"]))
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------ command line
 def _widths(text):
     try:
@@ -556,6 +519,11 @@ def add_arguments(parser):
     parser.add_argument("--profile", action="store_true",
                         help="one more epoch with timers around each op; per-op breakdown")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--update-doc", metavar="MD",
+                        help="write the results section of MD (e.g. docs/benchmarks.md) between "
+                             "its training-results markers")
+    parser.add_argument("--from-json", metavar="PATH",
+                        help="measure nothing: report (and --update-doc) the records in PATH")
     return parser
 
 
@@ -573,6 +541,12 @@ def config_from_args(args):
 def run_from_args(args, stream=None):
     """Run the benchmark for parsed arguments, printing the results; returns the exit code."""
     stream = stream or sys.stdout
+    if args.from_json:
+        records = harness.read_json(args.from_json)
+        for rec in records:
+            print(format_record(rec), file=stream)
+        _update_doc(args, records, stream)
+        return 0
     config = config_from_args(args)
     print(f"training benchmark: hidden {list(config.hidden)}, {config.samples:,} samples, "
           f"{config.epochs} epoch(s), device {config.device}", file=stream)
@@ -597,7 +571,14 @@ def run_from_args(args, stream=None):
     if args.json:
         harness.write_json(records, args.json)
         print(f"wrote {len(records)} records to {args.json}", file=stream)
+    _update_doc(args, records, stream)
     return 0
+
+
+def _update_doc(args, records, stream):
+    if args.update_doc:
+        update_markdown(args.update_doc, markdown_results(records))
+        print(f"updated the training results in {args.update_doc}", file=stream)
 
 
 def main(argv=None):
