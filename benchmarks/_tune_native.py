@@ -14,9 +14,10 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from ctre_sparse import _native
-from ctre_sparse.backends import native
+from ctre_sparse.backends import native  # first: it sets up libgomp (see native.OMP_SPIN_COUNT)
 from ctre_sparse.sparse import CSRMatrix
+
+_native = native._native
 
 
 def _median_time(fn, repeat, inner):

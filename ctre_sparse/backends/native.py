@@ -17,19 +17,46 @@ Build the extension in place with ``python setup.py build_ext --inplace``.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
 
 from .reference import normalize_rows
 
 NAME = "native"
+logger = logging.getLogger(__name__)
+
+#: Spin count of idle OpenMP (libgomp) threads while the extension loads, unless
+#: the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``. libgomp's default
+#: (300000 spins) makes a thread that waits at the end of a kernel burn its
+#: time slice while the thread it waits for cannot run: on a loaded machine a
+#: 1 ms kernel then takes 10-20 ms. Read once, when libgomp loads; no effect if
+#: another module loaded it first.
+OMP_SPIN_COUNT = "1000"
+
+
+def _import_native():
+    tune = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+    if tune:
+        os.environ["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
+    try:
+        from .. import _native as module
+    finally:
+        if tune:  # libgomp has read it (if this import loaded it); don't leak it to children
+            del os.environ["GOMP_SPINCOUNT"]
+    return module
+
 
 try:
-    from .. import _native
+    _native = _import_native()
 except ImportError as exc:  # not built, or built for another Python / platform
     _native = None
     _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
 else:
     _IMPORT_ERROR = None
+    logger.debug("native kernels loaded: ISA path %s, %d threads", _native.isa(),
+                 _native.get_num_threads())
 
 __all__ = ["unavailable_reason", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
            "prune_magnitude", "insert", "get_num_threads", "set_num_threads", "isa"]
