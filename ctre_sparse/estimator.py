@@ -221,13 +221,13 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
     def _to_fm(self, X):
-        """Sample-major (n, d) -> feature-major C-contiguous (d, n) on the device."""
-        X_fm = np.ascontiguousarray(np.asarray(X).T, dtype=np.dtype(self.dtype))
-        if self.device == "cuda":
-            import cupy
+        """Sample-major (n, d) -> feature-major (d, n): the transpose of a C-ordered copy.
 
-            return cupy.ascontiguousarray(cupy.asarray(X_fm))
-        return X_fm
+        The result is F-ordered; the training core gathers each mini-batch as
+        whole sample rows from it (faster than from a C-ordered (d, n) array)
+        and copies the batch to C order.
+        """
+        return np.ascontiguousarray(X, dtype=np.dtype(self.dtype)).T
 
     # ------------------------------------------------------------ construction
     def _seed_sequence(self):
