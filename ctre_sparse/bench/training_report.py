@@ -31,8 +31,8 @@ def format_record(rec):
         f"connections), batch {rec['batch']}, {rec['samples']:,} samples, growth "
         f"{rec['growth']} (zeta {rec['zeta']:g}, cosine over {rec['cosine_samples']:,} "
         f"samples), backend {rec['backend']}, {rec['threads']} threads, {rec['dtype']}",
-        f"  check vs reference ({rec['check_samples']} samples): ours {rec['check_error']:.2g}, peer "
-        f"{_fmt(peer.get('check_error'), '.2g')}",
+        f"  check vs reference ({rec['check_samples']} samples): ours "
+        f"{rec['check_error']:.2g}, peer {_fmt(peer.get('check_error'), '.2g')}",
         f"  ours : {rec['seconds_per_epoch']:.3f} s/epoch = train {rec['train_seconds']:.3f} s "
         f"+ topology {rec['topology_seconds']:.3f} s ({rec['topology_fraction']:.1%}); "
         f"{rec['ns_per_nnz_sample']:.4f} ns per (nonzero x sample), "
@@ -53,7 +53,8 @@ def format_record(rec):
         verdict = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
         lines.append(f"  target {name:<20} {_fmt(t['value'], '9.4f')}  {t['target']:<8} {verdict}")
     if "profile" in rec:
-        lines.append(f"  profile of one more epoch ({rec['profile']['seconds']:.3f} s with timers):")
+        lines.append(f"  profile of one more epoch ({rec['profile']['seconds']:.3f} s with "
+                     "timers):")
         lines.append(format_profile(rec["profile"]))
     return "\n".join(lines)
 
