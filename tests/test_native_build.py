@@ -112,6 +112,24 @@ def test_cosine_and_topology_every_isa(isa):
 
 
 @needs_ext
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_topk_exact_over_threads_and_blocks(dtype):
+    # several blocks, each scanned by several threads; quantized activations make
+    # many equal scores, so the (score, row, col) tie rule is exercised
+    rng = np.random.default_rng(7)
+    W = random_csr(300, 257, 0.05, dtype=dtype, seed=8)
+    A = np.round(rng.standard_normal((257, 6))).astype(dtype)
+    B = np.round(rng.standard_normal((300, 6))).astype(dtype)
+    for k in (1, 999, 5000, 300 * 257):
+        got = ops.topk_cosine(A, B, k, exclude=W, block_bytes=100 * 257 * 8, backend="native")
+        want = ops.topk_cosine(A, B, k, exclude=W, block_bytes=100 * 257 * 8,
+                               backend="reference")
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    assert got[0].shape[0] == 300 * 257 - W.nnz
+
+
+@needs_ext
 def test_threads_roundtrip():
     n = native.get_num_threads()
     try:

@@ -96,14 +96,17 @@ def isa():
 
 
 def spmm(indptr, indices, data, X, out):
+    """``out[...] = W @ X`` (contract: :mod:`ctre_sparse.backends.reference`)."""
     _native.spmm(indptr, indices, data, X, out)
 
 
 def spmm_t(t_indptr, t_indices, t_perm, data, G, out):
+    """``out[...] = W.T @ G`` from the cached transpose arrays."""
     _native.spmm_t(t_indptr, t_indices, t_perm, data, G, out)
 
 
 def sddmm(indptr, indices, G, X, out):
+    """``out[p] = dot(G[row(p)], X[indices[p]])``."""
     _native.sddmm(indptr, indices, G, X, out)
 
 
@@ -112,10 +115,18 @@ def _int64(a):
 
 
 def cosine_pairs(A, B, rows, cols, out):
+    """``out[i] = |cos(A[rows[i]], B[cols[i]])|`` (indices cast to int64 if needed)."""
     _native.cosine_pairs(A, B, _int64(rows), _int64(cols), out)
 
 
 def topk_cosine(A, B, k, indptr, indices, block_rows):
+    """Exact top-k absent pairs: BLAS blocks of scores, native mask + streaming selection.
+
+    Each block is the reference's own product of the unit-normalised rows, so
+    the scores are identical; :func:`_native.topk_block` masks the pattern
+    (NaN), keeps the entries above the running k-th score and merges them with
+    the order (score descending, then ``row * n_in + col`` ascending).
+    """
     n_out, n_in = B.shape[0], A.shape[0]
     keys = np.zeros(0, dtype=np.int64)
     scores = np.zeros(0, dtype=A.dtype)
@@ -130,9 +141,11 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
 
 
 def prune_magnitude(indptr, indices, data, n_remove):
+    """Sorted kept positions after removing ``n_remove`` smallest ``|data|`` (stable ties)."""
     return _native.prune_magnitude(np.ascontiguousarray(data), int(n_remove))
 
 
 def insert(indptr, indices, data, rows, cols, values, n_cols):
+    """Merged CSR ``(indptr, indices, data, old_pos, new_pos)``, identical to the reference's."""
     return _native.insert(indptr, indices, data, _int64(rows), _int64(cols),
                           np.ascontiguousarray(values, dtype=data.dtype))
