@@ -90,12 +90,56 @@ def informative_features(X, y, k=N_INFORMATIVE):
     return np.argsort(-corr, kind="stable")[:k]
 
 
+def relevant_features(X, k=N_INFORMATIVE):
+    """The ``k`` features most correlated with another feature (label-free).
+
+    MADELON's 20 relevant features are 5 informative ones and 15 linear
+    combinations of them, so each has a partner with |corr| ~ 0.7..0.99; the
+    480 noise features have max |corr| ~ 0.1 with any other. This gives the
+    relevant set exactly (the 0-based indices 28, 48, 64, ..., 493).
+    """
+    C = np.corrcoef(np.asarray(X, dtype=np.float64).T)
+    np.fill_diagonal(C, 0.0)
+    return np.sort(np.argsort(-np.abs(C).max(axis=0), kind="stable")[:k])
+
+
 def fm(X):
     """Sample-major -> feature-major C-contiguous float32."""
     return np.ascontiguousarray(X.T, dtype=np.float32)
 
 
 # ------------------------------------------------------------------ sparse runs
+def keep_readded_updater_class():
+    """A TopologyUpdater where a regrown connection pruned in the same step keeps its weight.
+
+    That is the authors' (RigL-based) semantics: only connections absent before
+    the update get a new weight and zero momentum; one that is pruned and
+    picked again keeps its weight and momentum. ctre_sparse re-draws the
+    weight of every regrown connection. An ablation, for ``--readd keep``.
+    """
+    from ctre_sparse.topology import TopologyUpdater
+    from ctre_sparse.topology.growth import pattern_keys
+
+    class KeepReaddedUpdater(TopologyUpdater):
+        def _update_layer(self, i, layer, acts, optimizer, rng):
+            W = layer.W
+            old_keys, old_data = pattern_keys(W), W.data.copy()
+            old_v = None if optimizer is None or optimizer.velocity_W is None \
+                else optimizer.velocity_W[i].copy()
+            stats = super()._update_layer(i, layer, acts, optimizer, rng)
+            new = layer.W
+            keys = pattern_keys(new)
+            pos = np.searchsorted(old_keys, keys)
+            pos = np.minimum(pos, old_keys.shape[0] - 1)
+            was = old_keys[pos] == keys  # present before the update (kept or re-added)
+            new.data[was] = old_data[pos[was]]
+            if old_v is not None:
+                optimizer.velocity_W[i][was] = old_v[pos[was]]
+            return stats
+
+    return KeepReaddedUpdater
+
+
 def build_trainer(method, seed, args):
     """Model, optimizer, updater and trainer, seeded like CTREClassifier does it."""
     from ctre_sparse import training
@@ -106,9 +150,14 @@ def build_trainer(method, seed, args):
     seeds = np.random.SeedSequence(seed).spawn(2)
     model = SparseMLP([500, *HIDDEN, 2], activation="relu", epsilon=args.epsilon,
                       backend=args.backend, random_state=np.random.default_rng(seeds[0]))
+    if args.init_scale == "sparse":
+        for layer in model.layers:  # He bound for the actual mean fan-in, not the dense one
+            W = layer.W
+            W.data *= np.float32(max(1.0, np.sqrt(W.n_in * W.n_out / max(W.nnz, 1))))
     optimizer = SGD(learning_rate=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    updater = TopologyUpdater(zeta=args.zeta, growth=method, cosine_samples=2**62,
-                              patience=args.patience, backend=args.backend)
+    cls = keep_readded_updater_class() if args.readd == "keep" else TopologyUpdater
+    updater = cls(zeta=args.zeta, growth=method, cosine_samples=2**62,
+                  patience=args.patience, backend=args.backend)
     return training.Trainer(model, optimizer, updater, batch_size=100,
                             random_state=np.random.default_rng(seeds[1]))
 
@@ -118,6 +167,18 @@ def hidden_stats(model, X_fm):
     acts = model.activations(X_fm)[1:-1]
     return {"dead_neurons": [float(np.mean(np.all(a <= 0, axis=1))) for a in acts],
             "zero_activations": [float(np.mean(a <= 0)) for a in acts]}
+
+
+def signal_stats(model, X_fm, y):
+    """Activation RMS per layer, logit-difference spread and gradient RMS per layer."""
+    acts = model.activations(X_fm)
+    logits = np.log(np.maximum(acts[-1], 1e-30))
+    model.forward(X_fm, training=True)
+    model.backward(y)
+    return {"act_rms": [float(np.sqrt(np.mean(a.astype(np.float64) ** 2))) for a in acts[1:-1]],
+            "logit_diff_std": float(np.std(logits[1] - logits[0])),
+            "grad_rms": [float(np.sqrt(np.mean(layer.grad_W.astype(np.float64) ** 2)))
+                         for layer in model.layers]}
 
 
 def degree_stats(model):
@@ -135,12 +196,16 @@ def degree_stats(model):
     return out
 
 
-def input_overlap(model, top):
-    """Share of input-layer connections that start at one of the ``top`` features."""
+def input_overlap(model, top, relevant):
+    """Share of input-layer connections that start at the ``top`` / ``relevant`` features."""
     cols = np.asarray(model.layers[0].W.indices)
-    share = float(np.isin(cols, top).mean()) if cols.size else 0.0
-    return {"share_top20": share, "chance": len(top) / model.layer_sizes[0],
-            "top20_connected": int(np.isin(top, cols).sum())}
+    counts = np.bincount(cols, minlength=model.layer_sizes[0])
+    return {"share_top20": float(counts[top].sum() / max(1, cols.size)),
+            "share_relevant20": float(counts[relevant].sum() / max(1, cols.size)),
+            "chance": len(top) / model.layer_sizes[0],
+            "top20_connected": int(np.count_nonzero(counts[top])),
+            "relevant20_connected": int(np.count_nonzero(counts[relevant])),
+            "input_counts": counts.tolist()}
 
 
 def run_sparse(method, seed, args, data):
@@ -148,6 +213,7 @@ def run_sparse(method, seed, args, data):
     trainer = build_trainer(method, seed, args)
     X_tr, X_val, X_te = fm(data["X_tr"]), fm(data["X_val"]), fm(data["X_test"])
     top = informative_features(data["X_tr"], data["y_tr"])
+    relevant = relevant_features(data["X_tr"])
     curves = {k: [] for k in ("val", "test", "train_loss", "n_cosine", "n_random", "seconds")}
     t0 = time.perf_counter()
     train_seconds = 0.0
@@ -174,7 +240,7 @@ def run_sparse(method, seed, args, data):
             "n_connections": [int(layer.W.nnz) for layer in model.layers],
             "n_connections_total": int(model.n_connections),
             "layers": degree_stats(model), "hidden": hidden_stats(model, X_tr),
-            "input_overlap": input_overlap(model, top), **extra, "curves": curves}
+            "input_overlap": input_overlap(model, top, relevant), **extra, "curves": curves}
 
 
 # ------------------------------------------------------------------- dense run
@@ -190,6 +256,7 @@ def run_dense(seed, args, data):
     classes = np.array([0, 1])
     curves = {"val": [], "test": [], "train_loss": [], "seconds": []}
     top = informative_features(data["X_tr"], data["y_tr"])
+    relevant = relevant_features(data["X_tr"])
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -206,6 +273,7 @@ def run_dense(seed, args, data):
     return {**summarize(curves), "wall_seconds": wall, "epoch_seconds": sum(curves["seconds"]),
             "n_connections": n_conn, "n_connections_total": int(sum(n_conn)),
             "input_weight_share_top20": float(W0[top].sum() / W0.sum()),
+            "input_weight_share_relevant20": float(W0[relevant].sum() / W0.sum()),
             "curves": curves}
 
 
@@ -221,8 +289,13 @@ def summarize(curves):
 
 # ---------------------------------------------------------------- the sweep
 def config(args):
-    return {"epochs": args.epochs, "epsilon": args.epsilon, "zeta": args.zeta, "lr": args.lr,
-            "patience": args.patience}
+    cfg = {"epochs": args.epochs, "epsilon": args.epsilon, "zeta": args.zeta, "lr": args.lr,
+           "patience": args.patience}
+    if args.init_scale != "dense":
+        cfg["init_scale"] = args.init_scale
+    if args.readd != "reinit":
+        cfg["readd"] = args.readd
+    return cfg
 
 
 def done_runs(path, cfg):
@@ -322,22 +395,30 @@ def table(rows):
 
 
 def diagnostics_table(rows):
-    """Per sparse method: dead neurons, input overlap with the top-20 features."""
+    """Per sparse method, at the end of training: dead neurons, connectivity, input overlap."""
     lines = ["| method | dead hidden neurons (L1/L2/L3, %) | zero activations (L1/L2/L3, %) "
-             "| input connections on top-20 features (%, chance 4) | top-20 features connected "
-             "| inputs used (of 500) |", "| --- | --- | --- | --- | --- | --- |"]
+             "| hidden neurons with inputs (L1/L2/L3) | max in-degree (L1/L2/L3) "
+             "| input connections on the 20 relevant features (%, chance 4) "
+             "| on the top-20 by abs. corr. with the label (%) | inputs used (of 500) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method in SPARSE_METHODS:
         rs = [r for r in rows if r["method"] == method]
         if not rs:
             continue
         dead = np.mean([r["hidden"]["dead_neurons"] for r in rs], axis=0) * 100
         zero = np.mean([r["hidden"]["zero_activations"] for r in rs], axis=0) * 100
+        with_in = np.mean([[l["outputs_with_inputs"] for l in r["layers"][:3]] for r in rs], 0)
+        max_in = np.mean([[l["max_in_degree"] for l in r["layers"][:3]] for r in rs], 0)
+        rel = [r["input_overlap"]["share_relevant20"] for r in rs
+               if "share_relevant20" in r["input_overlap"]]
         share = [r["input_overlap"]["share_top20"] for r in rs]
-        conn = np.mean([r["input_overlap"]["top20_connected"] for r in rs])
         used = np.mean([r["layers"][0]["inputs_used"] for r in rs])
+        rel_text = f"{_ms(rel)} (n={len(rel)})" if rel else "n/a"
         lines.append(f"| {method} | {'/'.join(f'{d:.0f}' for d in dead)} "
-                     f"| {'/'.join(f'{z:.0f}' for z in zero)} | {_ms(share)} "
-                     f"| {conn:.1f} | {used:.0f} |")
+                     f"| {'/'.join(f'{z:.0f}' for z in zero)} "
+                     f"| {'/'.join(f'{w:.0f}' for w in with_in)} "
+                     f"| {'/'.join(f'{m:.0f}' for m in max_in)} | {rel_text} | {_ms(share)} "
+                     f"| {used:.0f} |")
     return "\n".join(lines)
 
 
@@ -397,8 +478,9 @@ def diagnose(args):
 
         strategy.choose = choose
         X_tr, X_val = fm(data["X_tr"]), fm(data["X_val"])
+        at_init = signal_stats(trainer.model, X_tr, data["y_tr"])
         for _ in range(args.epochs):
-            trainer.run_epoch(X_tr, data["y_tr"], X_val, data["y_val"])
+            rec = trainer.run_epoch(X_tr, data["y_tr"], X_val, data["y_val"])
         per_layer = {}
         for layer in range(4):
             ls = [e for e in log if e["layer"] == layer]
@@ -406,7 +488,10 @@ def diagnose(args):
                 per_layer[layer] = {k: float(np.mean([e[k] for e in ls]))
                                     for k in ("n", "n_cosine", "readded", "distinct_rows",
                                               "distinct_cols", "top_row_share", "top_col_share")}
-        report[method] = {"per_layer_mean_over_updates": per_layer,
+        report[method] = {"signal_at_init": at_init,
+                          "signal_at_end": signal_stats(trainer.model, X_tr, data["y_tr"]),
+                          "final_val": rec["val_accuracy"],
+                          "per_layer_mean_over_updates": per_layer,
                           "first_updates": log[:8], "last_updates": log[-4:],
                           "hidden": hidden_stats(trainer.model, X_tr),
                           "layers": degree_stats(trainer.model),
@@ -431,6 +516,13 @@ def parse_args(argv=None):
     p.add_argument("--patience", type=int, default=40, help="CTRE-seq: epochs without "
                    "validation improvement before switching to random growth")
     p.add_argument("--backend", default="auto")
+    p.add_argument("--init-scale", choices=("dense", "sparse"), default="dense",
+                   help="initial weights U(+-sqrt(6/n_in)) ('dense', the paper's) or scaled "
+                   "to the layer's mean actual fan-in nnz/n_out ('sparse', an ablation)")
+    p.add_argument("--readd", choices=("reinit", "keep"), default="reinit",
+                   help="a connection pruned and regrown in the same update gets a new weight "
+                   "('reinit', ctre_sparse) or keeps its weight and momentum ('keep', the "
+                   "authors' RigL-based code; an ablation)")
     p.add_argument("--threads", type=int, help="limit OpenMP/BLAS/numba threads (set before "
                    "numpy loads; 1 is much faster on a machine shared with other jobs)")
     p.add_argument("--out", default="docs/reproduction_results.jsonl",
