@@ -144,8 +144,8 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
 
     Returns ``(indptr, indices, data, old_pos, new_pos)`` with ``indptr`` and
     ``indices`` in the input index dtype and int64 positions. Each row is
-    merged in parallel (new entries bucketed by row, then sorted per row);
-    O(nnz + m log m).
+    merged in parallel after the new entries are put in (row, col) order by
+    two counting sorts; O(nnz + m + n_rows + n_cols).
     """
     n_rows = indptr.shape[0] - 1
     nnz, m = indices.shape[0], rows.shape[0]
@@ -153,7 +153,7 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
     new_ptr = np.zeros(n_rows + 1, dtype=np.int64)
     if m:
         np.cumsum(np.bincount(rows64, minlength=n_rows), out=new_ptr[1:])
-    perm = _k.bucket_by_row(rows64, new_ptr)
+    perm = _k.sort_new_entries(rows64, cols64, n_rows, int(n_cols))
     out_indptr = (indptr.astype(np.int64) + new_ptr).astype(indptr.dtype)
     out_indices = np.empty(nnz + m, dtype=indices.dtype)
     old_pos = np.empty(nnz, dtype=np.int64)
