@@ -37,14 +37,10 @@ def _weight(vals, perm, use_perm, p):
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
-def _axpy4(o, first, w0, x0, w1, x1, w2, x2, w3, x3):
-    """``o = [o +] w0*x0 + w1*x1 + w2*x2 + w3*x3`` over the batch, left to right."""
-    if first:
-        for b in range(o.shape[0]):
-            o[b] = w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
-    else:
-        for b in range(o.shape[0]):
-            o[b] = o[b] + w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
+def _axpy4(o, w0, x0, w1, x1, w2, x2, w3, x3):
+    """``o += w0*x0 + w1*x1 + w2*x2 + w3*x3`` over the batch, added left to right."""
+    for b in range(o.shape[0]):
+        o[b] = o[b] + w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
@@ -71,32 +67,22 @@ def _gather_row(o, p0, p1, idx, vals, perm, use_perm, X):
     """
     p0 = np.int64(p0)
     p1 = np.int64(p1)
-    if p1 == p0:
-        o[:] = 0
-        return
     if o.shape[0] == 1:
         o[0] = _matvec_row(p0, p1, idx, vals, perm, use_perm, X)
         return
+    o[:] = 0
     p = p0
-    first = True
     while p + 4 <= p1:
-        _axpy4(o, first,
-               _weight(vals, perm, use_perm, p), X[_U(idx[_U(p)])],
+        _axpy4(o, _weight(vals, perm, use_perm, p), X[_U(idx[_U(p)])],
                _weight(vals, perm, use_perm, p + 1), X[_U(idx[_U(p + 1)])],
                _weight(vals, perm, use_perm, p + 2), X[_U(idx[_U(p + 2)])],
                _weight(vals, perm, use_perm, p + 3), X[_U(idx[_U(p + 3)])])
-        first = False
         p += 4
     while p < p1:
         w0 = _weight(vals, perm, use_perm, p)
         x0 = X[_U(idx[_U(p)])]
-        if first:
-            for b in range(o.shape[0]):
-                o[b] = w0 * x0[b]
-        else:
-            for b in range(o.shape[0]):
-                o[b] = o[b] + w0 * x0[b]
-        first = False
+        for b in range(o.shape[0]):
+            o[b] = o[b] + w0 * x0[b]
         p += 1
 
 
