@@ -1,15 +1,20 @@
 """Numba kernels of the ``numba`` backend (private; the contract is in ``reference``).
 
-Every kernel is compiled lazily, once per (value dtype, index dtype) it meets,
-and cached on disk (``cache=True``). Parallel kernels use ``prange`` over rows
-(or over contiguous chunks of rows) only; nothing inside allocates Python
-objects or draws random numbers. Dense operands are feature-major and
-C-contiguous, so the inner loops walk the contiguous batch axis and vectorize.
+Every kernel is compiled lazily and cached on disk (``cache=True``). The
+products specialize per (value dtype, index dtype); the others on one dtype
+only (``cosine_pairs``, top-k and prune on the value dtype, their index
+arrays cast to int64 by the caller; the insert kernels on the index dtype,
+values being scattered by NumPy), which keeps the cold compile short.
+Parallel kernels use ``prange`` over rows (or contiguous chunks of rows)
+only; nothing inside allocates Python objects or draws random numbers. Dense
+operands are feature-major and C-contiguous, so the inner loops walk the
+contiguous batch axis and vectorize.
 
 Summation order: ``spmm`` and ``spmm_t`` accumulate each output row in stored
-order, like scipy's ``csr_matvecs`` (only FMA contraction differs); ``sddmm``
-and ``cosine_pairs`` reduce along the batch axis with re-association allowed
-(vectorized), which stays within float tolerance of the reference.
+order, like scipy's ``csr_matvecs`` (FMA contraction aside; with batch 1 the
+even and odd entries go to two partial sums); ``sddmm`` and ``cosine_pairs``
+reduce along the batch axis with re-association allowed (vectorized). All
+stay within float tolerance of the reference.
 """
 
 from __future__ import annotations

@@ -4,13 +4,27 @@ The kernel contract (argument arrays, lengths, dtypes, outputs) is the one
 documented in :mod:`ctre_sparse.backends.reference`; results match the
 reference within float tolerance (products) or exactly (``topk_cosine``,
 ``prune_magnitude``, ``insert``). The jitted kernels live in
-:mod:`ctre_sparse.backends._numba_kernels`, compiled on first use per
-(value dtype, index dtype) and cached on disk. Threads: numba's pool, see
+:mod:`ctre_sparse.backends._numba_kernels`, compiled on first use (per
+dtype; see there) and cached on disk. Threads: numba's pool, see
 :func:`get_num_threads` (set ``NUMBA_NUM_THREADS`` or call
 ``numba.set_num_threads``).
 
 If numba cannot be imported, importing this module raises ImportError and
 the backend registry records the reason.
+
+Examples
+--------
+Through the public ops (which validate the operands once):
+
+>>> import numpy as np
+>>> from ctre_sparse import ops
+>>> from ctre_sparse.sparse import CSRMatrix
+>>> W = CSRMatrix.from_dense(np.array([[1., 0., 2.], [0., 3., 0.]], dtype=np.float32))
+>>> ops.spmm(W, np.ones((3, 2), dtype=np.float32), backend="numba")
+array([[3., 3.],
+       [3., 3.]], dtype=float32)
+>>> ops.spmm_t(W, np.ones((2, 1), dtype=np.float32), backend="numba").ravel()
+array([1., 3., 2.], dtype=float32)
 """
 
 from __future__ import annotations
