@@ -74,6 +74,10 @@ def target_point(args):
     for _ in range(args.repeat):  # interleaved rounds: each round sees the same machine load
         for k, fn in fns.items():
             times[k].append(_median_time(fn, 1, 5 if k != "sgemm" else 1))
+            if k in ("torch", "sgemm"):
+                # OpenBLAS / torch worker threads spin (up to ~0.1 s) after a call and
+                # would steal the cores from whatever is timed next: let them go idle
+                time.sleep(0.2)
     med = {k: float(np.median(v)) for k, v in times.items()}
     flops = 2.0 * W.nnz * args.batch
     print(f"n={args.n} density={args.density} batch={args.batch} nnz={W.nnz} isa={_native.isa()} "
