@@ -349,7 +349,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             self.n_iter_ = 0
         epochs = 1 if incremental else self.max_epochs - self.n_iter_
         val_idx = np.zeros(0, np.int64) if incremental else self._val_idx
-        self._train(X, codes, val_idx, epochs, callbacks or ())
+        self._train(X, codes, val_idx, epochs, callbacks or (), final=not incremental)
         return self
 
     def _init_classes(self, y, classes):
@@ -374,7 +374,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                              f"on the first call; classes_ is {self.classes_.tolist()}")
         return codes.astype(np.int64)
 
-    def _train(self, X, codes, val_idx, epochs, callbacks):
+    def _train(self, X, codes, val_idx, epochs, callbacks, final):
         train_mask = np.ones(X.shape[0], dtype=bool)
         train_mask[val_idx] = False
         X_fm = self._to_fm(X[train_mask])
@@ -384,7 +384,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self._trainer.batch_size = min(int(self.batch_size), int(y_tr.shape[0]))
         for i in range(max(0, epochs)):
             record = self._one_epoch(X_fm, y_tr, X_val_fm, y_val)
-            written = self._after_epoch(record, last=(i == epochs - 1))
+            written = self._after_epoch(record, last=final and i == epochs - 1)
             if any([bool(cb(self, record)) for cb in callbacks]):   # every callback is called
                 logger.info("training stopped by a callback after epoch %d", self.n_iter_)
                 if not written and self._checkpoint_path() is not None:

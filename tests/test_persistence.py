@@ -121,6 +121,17 @@ def test_checkpoint_every(data, tmp_path):
     assert epochs_written == [None, 2, 2, 4, 5]       # every 2 epochs and at the end
 
 
+def test_partial_fit_checkpoints_every_n_epochs(data, tmp_path):
+    X, y = data
+    clf = make(checkpoint_dir=tmp_path, checkpoint_every=2)
+    written = []
+    for _ in range(5):
+        clf.partial_fit(X, y, classes=np.unique(y))
+        path = tmp_path / "checkpoint.npz"
+        written.append(CTREClassifier.load(path).n_iter_ if path.exists() else None)
+    assert written == [None, 2, 2, 4, 4]
+
+
 def test_checkpoint_written_when_a_callback_stops(data, tmp_path):
     X, y = data
     calls = []
