@@ -217,3 +217,19 @@ def test_no_ext_env_skips_the_build():
                               env=env, cwd=ROOT, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().splitlines()[-1] == expect
+
+
+def test_spin_count_tuning_does_not_leak_or_override():
+    code = ("import os, ctre_sparse.backends.native as n; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), n.unavailable_reason() is None)")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("GOMP_SPINCOUNT", None)
+    env.pop("OMP_WAIT_POLICY", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "None"  # set only while libgomp loads
+    env["GOMP_SPINCOUNT"] = "12345"  # a user's own setting is kept
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    assert out.stdout.split()[0] == "12345"
