@@ -59,7 +59,8 @@ T* inout(py::array& a, const char* name, int ndim) {
 template <class F>
 void with_types(const py::array& values, const py::array& index, F&& f) {
   const bool i32 = is<int32_t>(index), i64 = is<int64_t>(index);
-  if (!i32 && !i64) throw py::type_error("index arrays must be int32 or int64, got " + describe(index));
+  if (!i32 && !i64)
+    throw py::type_error("index arrays must be int32 or int64, got " + describe(index));
   if (is<float>(values)) {
     if (i32) f(float(), int32_t()); else f(float(), int64_t());
   } else if (is<double>(values)) {
@@ -75,7 +76,8 @@ void bind_products(py::module_& m) {
     with_types(data, indptr, [&](auto t, auto i) {
       using T = decltype(t);
       using I = decltype(i);
-      const int64_t n_rows = static_cast<int64_t>(indptr.size()) - 1, batch = X.ndim() == 2 ? X.shape(1) : 0;
+      const int64_t n_rows = static_cast<int64_t>(indptr.size()) - 1;
+      const int64_t batch = X.ndim() == 2 ? X.shape(1) : 0;
       need(n_rows >= 0 && out.ndim() == 2 && out.shape(0) == n_rows && out.shape(1) == batch,
            "spmm: out must have shape (n_out, batch)");
       need(indices.size() == data.size(), "spmm: indices and data must have the same length");
@@ -93,7 +95,8 @@ void bind_products(py::module_& m) {
     with_types(data, t_indptr, [&](auto t, auto i) {
       using T = decltype(t);
       using I = decltype(i);
-      const int64_t n_in = static_cast<int64_t>(t_indptr.size()) - 1, batch = G.ndim() == 2 ? G.shape(1) : 0;
+      const int64_t n_in = static_cast<int64_t>(t_indptr.size()) - 1;
+      const int64_t batch = G.ndim() == 2 ? G.shape(1) : 0;
       need(n_in >= 0 && out.ndim() == 2 && out.shape(0) == n_in && out.shape(1) == batch,
            "spmm_t: out must have shape (n_in, batch)");
       need(t_indices.size() == data.size() && t_perm.size() == data.size(),
@@ -113,7 +116,8 @@ void bind_products(py::module_& m) {
     with_types(G, indptr, [&](auto t, auto i) {
       using T = decltype(t);
       using I = decltype(i);
-      const int64_t n_rows = static_cast<int64_t>(indptr.size()) - 1, batch = X.ndim() == 2 ? X.shape(1) : 0;
+      const int64_t n_rows = static_cast<int64_t>(indptr.size()) - 1;
+      const int64_t batch = X.ndim() == 2 ? X.shape(1) : 0;
       need(n_rows >= 0 && G.ndim() == 2 && G.shape(0) == n_rows && G.shape(1) == batch,
            "sddmm: G must have shape (n_out, batch) with the batch of X");
       need(out.size() == indices.size(), "sddmm: out must have length nnz");

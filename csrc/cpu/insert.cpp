@@ -14,7 +14,8 @@ void insert(std::int64_t n_rows, const I* indptr, const I* indices, const T* dat
   std::vector<std::int64_t> start(static_cast<std::size_t>(n_rows) + 1, 0);
   for (std::int64_t i = 0; i < m; ++i) ++start[rows[i] + 1];
   for (std::int64_t r = 0; r < n_rows; ++r) start[r + 1] += start[r];
-  std::vector<std::int64_t> bucket(static_cast<std::size_t>(m)), fill(start.begin(), start.end() - 1);
+  std::vector<std::int64_t> bucket(static_cast<std::size_t>(m));
+  std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
   for (std::int64_t i = 0; i < m; ++i) bucket[fill[rows[i]]++] = i;
   out_indptr[0] = 0;
   for (std::int64_t r = 0; r < n_rows; ++r)
@@ -24,7 +25,8 @@ void insert(std::int64_t n_rows, const I* indptr, const I* indices, const T* dat
   for (std::int64_t r = 0; r < n_rows; ++r) {
     std::int64_t* b0 = bucket.data() + start[r];
     std::int64_t* b1 = bucket.data() + start[r + 1];
-    if (b1 - b0 > 1) std::sort(b0, b1, [cols](std::int64_t a, std::int64_t b) { return cols[a] < cols[b]; });
+    if (b1 - b0 > 1)
+      std::sort(b0, b1, [cols](std::int64_t a, std::int64_t b) { return cols[a] < cols[b]; });
     std::int64_t p = indptr[r], q = out_indptr[r];
     const std::int64_t p1 = indptr[r + 1];
     for (const std::int64_t* b = b0; b != b1; ++b) {
