@@ -42,10 +42,27 @@ def _weight(vals, perm, use_perm, p):
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
-def _axpy4(o, w0, x0, w1, x1, w2, x2, w3, x3):
-    """``o += w0*x0 + w1*x1 + w2*x2 + w3*x3`` over the batch, added left to right."""
+def _axpy8(o, p, idx, vals, perm, use_perm, X):
+    """``o += w(p)*X[idx[p]] + ... + w(p+7)*X[idx[p+7]]`` over the batch, left to right."""
+    w0 = _weight(vals, perm, use_perm, p)
+    w1 = _weight(vals, perm, use_perm, p + 1)
+    w2 = _weight(vals, perm, use_perm, p + 2)
+    w3 = _weight(vals, perm, use_perm, p + 3)
+    w4 = _weight(vals, perm, use_perm, p + 4)
+    w5 = _weight(vals, perm, use_perm, p + 5)
+    w6 = _weight(vals, perm, use_perm, p + 6)
+    w7 = _weight(vals, perm, use_perm, p + 7)
+    x0 = X[_U(idx[_U(p)])]
+    x1 = X[_U(idx[_U(p + 1)])]
+    x2 = X[_U(idx[_U(p + 2)])]
+    x3 = X[_U(idx[_U(p + 3)])]
+    x4 = X[_U(idx[_U(p + 4)])]
+    x5 = X[_U(idx[_U(p + 5)])]
+    x6 = X[_U(idx[_U(p + 6)])]
+    x7 = X[_U(idx[_U(p + 7)])]
     for b in range(o.shape[0]):
-        o[b] = o[b] + w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
+        o[b] = (o[b] + w0 * x0[b] + w1 * x1[b] + w2 * x2[b] + w3 * x3[b]
+                + w4 * x4[b] + w5 * x5[b] + w6 * x6[b] + w7 * x7[b])
 
 
 @njit(cache=True, nogil=True, fastmath=_CONTRACT, inline="always")
@@ -67,8 +84,8 @@ def _matvec_row(p0, p1, idx, vals, perm, use_perm, X):
 def _gather_row(o, p0, p1, idx, vals, perm, use_perm, X):
     """``o = sum_p w(p) * X[idx[p]]`` over ``p in [p0, p1)``, in stored order.
 
-    ``w(p) = vals[perm[p]]`` if ``use_perm`` else ``vals[p]``. Four stored
-    entries per pass over the batch row (one load/store of ``o`` per four).
+    ``w(p) = vals[perm[p]]`` if ``use_perm`` else ``vals[p]``. Eight stored
+    entries per pass over the batch row (one load/store of ``o`` per eight).
     """
     p0 = np.int64(p0)
     p1 = np.int64(p1)
@@ -77,12 +94,9 @@ def _gather_row(o, p0, p1, idx, vals, perm, use_perm, X):
         return
     o[:] = 0
     p = p0
-    while p + 4 <= p1:
-        _axpy4(o, _weight(vals, perm, use_perm, p), X[_U(idx[_U(p)])],
-               _weight(vals, perm, use_perm, p + 1), X[_U(idx[_U(p + 1)])],
-               _weight(vals, perm, use_perm, p + 2), X[_U(idx[_U(p + 2)])],
-               _weight(vals, perm, use_perm, p + 3), X[_U(idx[_U(p + 3)])])
-        p += 4
+    while p + 8 <= p1:
+        _axpy8(o, p, idx, vals, perm, use_perm, X)
+        p += 8
     while p < p1:
         w0 = _weight(vals, perm, use_perm, p)
         x0 = X[_U(idx[_U(p)])]
