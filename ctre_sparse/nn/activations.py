@@ -32,6 +32,8 @@ class _Activation:
     """Base class: a stateless element-wise function and its derivative."""
 
     name = ""
+    #: The array module of the arrays it gets (numpy; the model sets cupy on a GPU).
+    xp = np
 
     def forward(self, Z, out=None):
         """Return ``f(Z)``, written into ``out`` when given (may be ``Z`` itself)."""
@@ -73,11 +75,13 @@ class _LeftSlopeReLU(_Activation):
     def forward(self, Z, out=None):
         if out is Z:  # in place: keep a copy of Z for the max
             Z = Z.copy()
-        out = np.multiply(Z, Z.dtype.type(self.slope), out=out)
-        return np.maximum(out, Z, out=out)
+        xp = self.xp
+        out = xp.multiply(Z, Z.dtype.type(self.slope), out=out)
+        return xp.maximum(out, Z, out=out)
 
     def backward(self, Z, A, dA, work=None):
-        factor = np.greater(Z, 0, out=np.empty_like(dA) if work is None else work)  # 1.0 / 0.0
+        xp = self.xp
+        factor = xp.greater(Z, 0, out=xp.empty_like(dA) if work is None else work)  # 1.0 / 0.0
         factor *= dA.dtype.type(1.0 - self.slope)
         factor += dA.dtype.type(self.slope)
         dA *= factor
@@ -103,7 +107,7 @@ class ReLU(_LeftSlopeReLU):
         super().__init__(0.0)
 
     def backward(self, Z, A, dA, work=None):
-        np.multiply(dA, Z > 0, out=dA)
+        self.xp.multiply(dA, Z > 0, out=dA)
         return dA
 
     def __repr__(self):
@@ -159,12 +163,13 @@ class Tanh(_Activation):
     name = "tanh"
 
     def forward(self, Z, out=None):
-        return np.tanh(Z, out=out)
+        return self.xp.tanh(Z, out=out)
 
     def backward(self, Z, A, dA, work=None):
-        tmp = np.multiply(A, A, out=work)  # dA * (1 - A^2)
-        np.subtract(1, tmp, out=tmp)
-        np.multiply(dA, tmp, out=dA)
+        xp = self.xp
+        tmp = xp.multiply(A, A, out=work)  # dA * (1 - A^2)
+        xp.subtract(1, tmp, out=tmp)
+        xp.multiply(dA, tmp, out=dA)
         return dA
 
 
@@ -174,16 +179,18 @@ class Sigmoid(_Activation):
     name = "sigmoid"
 
     def forward(self, Z, out=None):
-        out = np.multiply(Z, 0.5, out=out)
-        np.tanh(out, out=out)
+        xp = self.xp
+        out = xp.multiply(Z, 0.5, out=out)
+        xp.tanh(out, out=out)
         out += 1
         out *= 0.5
         return out
 
     def backward(self, Z, A, dA, work=None):
-        tmp = np.subtract(1, A, out=work)
+        xp = self.xp
+        tmp = xp.subtract(1, A, out=work)
         tmp *= A
-        np.multiply(dA, tmp, out=dA)
+        xp.multiply(dA, tmp, out=dA)
         return dA
 
 

@@ -45,14 +45,15 @@ class SparseLinear:
     def __init__(self, W, b=None, *, backend="auto"):
         if not isinstance(W, CSRMatrix):
             raise ValueError(f"W must be a CSRMatrix, got {type(W).__name__}")
+        xp = W.xp
         if b is None:
-            b = np.zeros(W.n_out, dtype=W.dtype)
-        b = np.ascontiguousarray(b, dtype=W.dtype)
+            b = xp.zeros(W.n_out, dtype=W.dtype)
+        b = xp.ascontiguousarray(xp.asarray(b), dtype=W.dtype)
         if b.shape != (W.n_out,):
             raise ValueError(f"b must have shape ({W.n_out},), got {b.shape}")
         self.b = b
         self.backend = backend
-        self.grad_b = np.zeros_like(b)
+        self.grad_b = xp.zeros_like(b)
         self.set_weight(W)
 
     @property
@@ -71,7 +72,25 @@ class SparseLinear:
             raise ValueError(f"new weight must have shape {self.W.shape} and dtype "
                              f"{self.W.dtype}, got {W.shape} and {W.dtype}")
         self.W = W
-        self.grad_W = np.zeros(W.nnz, dtype=W.dtype)
+        self._xp = W.xp  # the array module (numpy or cupy), cached for the hot loop
+        self.grad_W = self._xp.zeros(W.nnz, dtype=W.dtype)
+
+    def to_device(self, device):
+        """Move weight, bias and gradients to ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); in place.
+
+        Returns
+        -------
+        self
+        """
+        from .._device import module_for, to_module
+
+        xp = module_for(device)
+        W = self.W.to_device(device)
+        self.b = xp.ascontiguousarray(to_module(self.b, xp))
+        self.grad_b = xp.zeros_like(self.b)
+        self._ones = None
+        self.set_weight(W)
+        return self
 
     def forward(self, X, out=None):
         """Return ``W @ X + b[:, None]`` (written into ``out`` when given).
@@ -106,8 +125,8 @@ class SparseLinear:
         ops.sddmm(self.W, dY, X, out=self.grad_W, backend=self.backend)
         ones = getattr(self, "_ones", None)
         if ones is None or ones.shape[0] != dY.shape[1] or ones.dtype != dY.dtype:
-            ones = self._ones = np.ones_like(dY, shape=(dY.shape[1],))
-        np.matmul(dY, ones, out=self.grad_b)  # row sums by BLAS: ~5x np.sum(axis=1) (bench)
+            ones = self._ones = self._xp.ones_like(dY, shape=(dY.shape[1],))
+        self._xp.matmul(dY, ones, out=self.grad_b)  # row sums by BLAS: ~5x np.sum(axis=1)
         if not need_dX:
             return None
         return ops.spmm_t(self.W, dY, out=out, backend=self.backend, check_finite=False)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from ..sparse import array_module
 
 __all__ = ["softmax", "cross_entropy_grad", "softmax_cross_entropy"]
 
 
-def softmax(Z, out=None, *, return_lse=False):
+def softmax(Z, out=None, *, return_lse=False, xp=None):
     """Column-wise softmax of logits ``Z`` (shape ``(n_classes, batch)``), stable.
 
     Parameters
@@ -18,6 +18,9 @@ def softmax(Z, out=None, *, return_lse=False):
     return_lse : bool, default False
         Also return the per-column log-sum-exp of ``Z`` (shape ``(batch,)``),
         from which the cross-entropy is ``lse - Z[y, i]`` without ``log(0)``.
+    xp : module, optional
+        The array module of ``Z`` (numpy or cupy); found from ``Z`` when not
+        given (the model passes its cached one).
 
     Examples
     --------
@@ -26,24 +29,31 @@ def softmax(Z, out=None, *, return_lse=False):
     array([[0.5, 0.5],
            [0.5, 0.5]])
     """
+    if xp is None:
+        xp = array_module(Z)
     zmax = Z.max(axis=0)
-    out = np.subtract(Z, zmax, out=out)
-    np.exp(out, out=out)
+    out = xp.subtract(Z, zmax, out=out)
+    xp.exp(out, out=out)
     sums = out.sum(axis=0)
     out /= sums
     if return_lse:
-        return out, np.log(sums) + zmax
+        return out, xp.log(sums) + zmax
     return out
 
 
-def cross_entropy_grad(P, y, out=None):
-    """Gradient of the mean cross-entropy w.r.t. the logits: ``(P - onehot(y)) / batch``."""
+def cross_entropy_grad(P, y, out=None, *, xp=None):
+    """Gradient of the mean cross-entropy w.r.t. the logits: ``(P - onehot(y)) / batch``.
+
+    ``xp`` is the array module of ``P`` (found from ``P`` when not given).
+    """
+    if xp is None:
+        xp = array_module(P)
     batch = P.shape[1]
     if out is None:
         out = P.copy()
     elif out is not P:
-        np.copyto(out, P)
-    out[y, np.arange(batch)] -= 1
+        xp.copyto(out, P)
+    out[y, xp.arange(batch)] -= 1
     out *= 1.0 / batch
     return out
 
@@ -78,6 +88,7 @@ def softmax_cross_entropy(Z, y):
     >>> loss
     10000.0
     """
-    P, lse = softmax(Z, return_lse=True)
-    loss = float(np.mean(lse - Z[y, np.arange(Z.shape[1])]))
-    return loss, P, cross_entropy_grad(P, y)
+    xp = array_module(Z)
+    P, lse = softmax(Z, return_lse=True, xp=xp)
+    loss = float(xp.mean(lse - Z[y, xp.arange(Z.shape[1])]))
+    return loss, P, cross_entropy_grad(P, y, xp=xp)
