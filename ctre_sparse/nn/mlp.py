@@ -13,6 +13,7 @@ from .activations import get_activation
 from .init import erdos_renyi
 from .layers import SparseLinear
 from .losses import cross_entropy_grad, softmax
+from .._device import fill_uniform, to_host
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ class SparseMLP:
                                      dtype=self.dtype, index_dtype=index_dtype, init=init),
                          backend=backend)
             for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+        self.device = "cpu"
+        self.xp = np  # array module of every array of the model, cached for the hot loops
+        self._array_type = np.ndarray
         self._make_activations()
         self._ws = {}
         self._cache = None
@@ -90,6 +94,57 @@ class SparseMLP:
     def _make_activations(self):
         self.hidden_activations = [get_activation(self.activation, i)
                                    for i in range(len(self.layer_sizes) - 2)]
+        if self.xp is not np:
+            for act in self.hidden_activations:
+                act.xp = self.xp
+
+    def to_device(self, device):
+        """Move the model to ``"cpu"`` (NumPy arrays) or ``"cuda"`` (CuPy arrays), in place.
+
+        Weights, biases, gradients and work buffers all move; the kernels then
+        follow the arrays (``backend="auto"`` picks ``cuda`` for CuPy). Move
+        the optimizer state as well (:meth:`SGD.to_device`, or
+        :meth:`Trainer.to_device` for both).
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            If ``device`` is unknown, if it is "cuda" and the CUDA backend is
+            not available here (the message gives the reason), or if the
+            model's ``backend`` cannot run on that device.
+        """
+        from .._device import check_device, module_for, require_cuda
+
+        device = check_device(device)
+        if device == "cuda":
+            require_cuda("SparseMLP.to_device('cuda')")
+        if (self.backend == "cuda") != (device == "cuda") and self.backend != "auto":
+            raise ValueError(f"backend {self.backend!r} cannot run on device {device!r}; "
+                             "use backend='auto'")
+        xp = module_for(device)
+        for layer in self.layers:
+            layer.to_device(device)
+        self.device, self.xp = device, xp
+        self._array_type = xp.ndarray
+        for act in self.hidden_activations:
+            act.xp = xp
+        self._ws = {}
+        self._cache = None
+        return self
+
+    def _to_model(self, X):
+        """``X`` (NumPy or this model's array type) as a C-contiguous array of the model."""
+        if self.xp is np:
+            return np.ascontiguousarray(X)
+        return self.xp.ascontiguousarray(self.xp.asarray(X))
 
     # ------------------------------------------------------------ properties
     @property
@@ -105,14 +160,18 @@ class SparseMLP:
     def _buf(self, key, shape):
         arr = self._ws.get(key)
         if arr is None or arr.shape != shape:
-            arr = np.empty(shape, dtype=self.dtype)
+            arr = self.xp.empty(shape, dtype=self.dtype)
             self._ws[key] = arr
         return arr
 
     def _check_input(self, X, contiguous=True):
-        if not isinstance(X, np.ndarray) or X.ndim != 2 or X.shape[0] != self.layer_sizes[0]:
-            raise ValueError(f"X must be a feature-major array of shape ({self.layer_sizes[0]}, "
-                             f"batch), got {getattr(X, 'shape', type(X).__name__)}")
+        """``contiguous=False``: any memory order, and NumPy input to a GPU model is accepted."""
+        ok = isinstance(X, self._array_type) or (not contiguous and isinstance(X, np.ndarray))
+        if not ok or X.ndim != 2 or X.shape[0] != self.layer_sizes[0]:
+            where = "" if self.xp is np else f" ({self.xp.__name__}: the model is on {self.device})"
+            raise ValueError(f"X must be a feature-major array{where} of shape "
+                             f"({self.layer_sizes[0]}, batch), got "
+                             f"{getattr(X, 'shape', type(X).__name__)} ({type(X).__name__})")
         if X.dtype != self.dtype or (contiguous and not X.flags.c_contiguous):
             raise ValueError(f"X must be C-contiguous {self.dtype}, got "
                              f"{X.dtype} (C-contiguous: {X.flags.c_contiguous})")
@@ -128,6 +187,8 @@ class SparseMLP:
             Keep what :meth:`backward` needs and apply dropout (drawn from
             ``rng``, required then when ``dropout > 0``).
         rng : numpy.random.Generator, optional
+            A CuPy generator when the model is on the GPU (see
+            :func:`ctre_sparse._device.device_generator`).
 
         Returns
         -------
@@ -151,13 +212,17 @@ class SparseMLP:
             H = A
             if training and self.dropout > 0:
                 M = self._buf(("M", i), Z.shape)
-                rng.random(out=M, dtype=self.dtype)
-                np.greater_equal(M, self.dtype.type(self.dropout), out=M)  # 1.0 = keep
+                xp = self.xp
+                if xp is np:
+                    rng.random(out=M, dtype=self.dtype)
+                else:
+                    fill_uniform(rng, M)
+                xp.greater_equal(M, self.dtype.type(self.dropout), out=M)  # 1.0 = keep
                 M *= self.dtype.type(1.0 / (1.0 - self.dropout))
-                H = np.multiply(A, M, out=self._buf(("D", i), Z.shape))
+                H = xp.multiply(A, M, out=self._buf(("D", i), Z.shape))
                 masks.append(M)
             inputs.append(H)
-        P, lse = softmax(Zs[-1], out=self._buf("P", Zs[-1].shape), return_lse=True)
+        P, lse = softmax(Zs[-1], out=self._buf("P", Zs[-1].shape), return_lse=True, xp=self.xp)
         self._cache = (inputs, Zs, As, masks, P, lse) if training else None
         return P
 
@@ -175,14 +240,19 @@ class SparseMLP:
         -------
         float
             The mean cross-entropy of the batch (NaN/Inf when training diverged).
+            On the GPU a 0-d CuPy array instead, so that no batch waits for
+            the device (``float(loss)`` reads it).
         """
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(X, training=True)")
         inputs, Zs, As, masks, P, lse = self._cache
         self._cache = None
-        cols = np.arange(P.shape[1])
-        loss = float(np.mean(lse - Zs[-1][y, cols]))
-        G = cross_entropy_grad(P, y, out=self._buf(("G", self.n_layers - 1), P.shape))
+        xp = self.xp
+        cols = xp.arange(P.shape[1])
+        loss = xp.mean(lse - Zs[-1][y, cols])
+        if xp is np:
+            loss = float(loss)
+        G = cross_entropy_grad(P, y, out=self._buf(("G", self.n_layers - 1), P.shape), xp=xp)
         for i in range(self.n_layers - 1, -1, -1):
             dH = self.layers[i].backward(G, inputs[i], need_dX=i > 0,
                                          out=self._buf(("dH", i), inputs[i].shape)
@@ -212,15 +282,17 @@ class SparseMLP:
         list of ndarray
             ``[X, h1, ..., softmax]`` (``n_layers + 1`` arrays; all but ``X``
             freshly allocated; no dropout). Layer ``l`` connects ``acts[l]``
-            to ``acts[l + 1]``.
+            to ``acts[l + 1]``. Arrays of the model's device (a NumPy ``X``
+            is copied to a GPU model's device first).
         """
         self._check_input(X, contiguous=False)
-        X = np.ascontiguousarray(X)
+        X = self._to_model(X)
         n = X.shape[1]
-        acts = [X] + [np.empty((size, n), dtype=self.dtype) for size in self.layer_sizes[1:]]
+        xp = self.xp
+        acts = [X] + [xp.empty((size, n), dtype=self.dtype) for size in self.layer_sizes[1:]]
         for s in range(0, n, batch_size):
             e = min(n, s + batch_size)
-            P = self.forward(X if e - s == n else np.ascontiguousarray(X[:, s:e]))
+            P = self.forward(X if e - s == n else xp.ascontiguousarray(X[:, s:e]))
             for i in range(self.n_layers - 1):
                 acts[i + 1][:, s:e] = self._ws[("A", i)]
             acts[-1][:, s:e] = P
@@ -230,19 +302,21 @@ class SparseMLP:
         """Probabilities for every column of ``X``, shape ``(n_classes, n_samples)``.
 
         ``X`` (model dtype, shape ``(n_in, n_samples)``) may be in any memory
-        order; it is copied ``batch_size`` columns at a time.
+        order; it is copied ``batch_size`` columns at a time (to the device,
+        for a NumPy ``X`` and a GPU model). The result is an array of the
+        model's device.
         """
         self._check_input(X, contiguous=False)
         n = X.shape[1]
-        out = np.empty((self.layer_sizes[-1], n), dtype=self.dtype)
+        out = self.xp.empty((self.layer_sizes[-1], n), dtype=self.dtype)
         for s in range(0, n, batch_size):
             e = min(n, s + batch_size)
-            out[:, s:e] = self.forward(np.ascontiguousarray(X[:, s:e]))
+            out[:, s:e] = self.forward(self._to_model(X[:, s:e]))
         return out
 
     def predict_codes(self, X, batch_size=1024):
-        """Most probable class code for every column of ``X`` (int64)."""
-        return np.argmax(self.predict_proba(X, batch_size), axis=0).astype(np.int64)
+        """Most probable class code for every column of ``X`` (int64, model's device)."""
+        return self.xp.argmax(self.predict_proba(X, batch_size), axis=0).astype(np.int64)
 
     # ------------------------------------------------------------ state
     def state_dict(self):
@@ -250,21 +324,24 @@ class SparseMLP:
 
         Keys: ``layer_sizes`` (list), ``activation``, ``dropout``, ``dtype``
         (str), and per layer ``l``: ``layers.{l}.indptr``, ``.indices``,
-        ``.data``, ``.bias`` (copies).
+        ``.data``, ``.bias`` (NumPy copies, also from a GPU model).
         """
         if not isinstance(self.activation, str):
             raise ValueError("state_dict() needs activation given by name")
         d = {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
              "dropout": self.dropout, "dtype": self.dtype.name}
         for i, layer in enumerate(self.layers):
-            d[f"layers.{i}.indptr"] = layer.W.indptr.copy()
-            d[f"layers.{i}.indices"] = layer.W.indices.copy()
-            d[f"layers.{i}.data"] = layer.W.data.copy()
-            d[f"layers.{i}.bias"] = layer.b.copy()
+            d[f"layers.{i}.indptr"] = _host_copy(layer.W.indptr)
+            d[f"layers.{i}.indices"] = _host_copy(layer.W.indices)
+            d[f"layers.{i}.data"] = _host_copy(layer.W.data)
+            d[f"layers.{i}.bias"] = _host_copy(layer.b)
         return d
 
     def load_state_dict(self, d):
-        """Load a :meth:`state_dict` of a model with the same layer sizes and dtype."""
+        """Load a :meth:`state_dict` of a model with the same layer sizes and dtype.
+
+        The arrays (NumPy or CuPy) are copied to the model's device.
+        """
         if [int(s) for s in d["layer_sizes"]] != self.layer_sizes:
             raise ValueError(f"state has layer_sizes {list(d['layer_sizes'])}, this model "
                              f"{self.layer_sizes}")
@@ -274,21 +351,34 @@ class SparseMLP:
         self.dropout = float(d["dropout"])
         self._make_activations()
         for i, layer in enumerate(self.layers):
-            W = CSRMatrix(np.array(d[f"layers.{i}.data"], dtype=self.dtype),
-                          np.array(d[f"layers.{i}.indices"]), np.array(d[f"layers.{i}.indptr"]),
-                          layer.W.shape, full_check=True)
-            layer.set_weight(W)
-            layer.b[...] = d[f"layers.{i}.bias"]
+            W = CSRMatrix(_host_array(d[f"layers.{i}.data"], dtype=self.dtype),
+                          _host_array(d[f"layers.{i}.indices"]),
+                          _host_array(d[f"layers.{i}.indptr"]), layer.W.shape, full_check=True)
+            layer.set_weight(W if self.xp is np else W.to_device(self.device))
+            layer.b[...] = self.xp.asarray(d[f"layers.{i}.bias"])
         self._cache = None
 
     @classmethod
-    def from_state_dict(cls, d, *, backend="auto"):
-        """Build a model from a :meth:`state_dict` (no random draws matter)."""
+    def from_state_dict(cls, d, *, backend="auto", device="cpu"):
+        """Build a model from a :meth:`state_dict` (no random draws matter) on ``device``."""
         model = cls(d["layer_sizes"], str(d["activation"]), epsilon=1e-9,
                     dtype=np.dtype(str(d["dtype"])), backend=backend, random_state=0)
+        if device != "cpu":
+            model.to_device(device)
         model.load_state_dict(d)
         return model
 
     def __repr__(self):
         return (f"SparseMLP(layer_sizes={self.layer_sizes}, activation={self.activation!r}, "
                 f"n_connections={self.n_connections}, dtype={self.dtype.name})")
+
+
+def _host_copy(arr):
+    """A NumPy copy of ``arr`` (NumPy or CuPy)."""
+    host = to_host(arr)
+    return host.copy() if host is arr else host
+
+
+def _host_array(arr, dtype=None):
+    """``np.array(arr, dtype)`` for NumPy input; CuPy input is copied to the host first."""
+    return np.array(to_host(arr), dtype=dtype)
