@@ -6,6 +6,9 @@ import logging
 
 import numpy as np
 
+from .._device import module_for, sgd_update_kernel, to_host, to_module
+from ..sparse import array_module
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["SGD"]
@@ -54,8 +57,9 @@ class SGD:
         ``schedule(epoch) -> lr or None`` (``epoch`` counts from 0), asked at
         :meth:`start_epoch`; None keeps ``learning_rate``.
     fused : bool, default True
-        Apply the update in one compiled pass (numba) when numba is
-        importable; False uses NumPy array operations (same arithmetic).
+        Apply the update in one compiled pass (numba on the CPU, when numba
+        is importable; a CuPy ``ElementwiseKernel`` on the GPU); False uses
+        array operations of NumPy/CuPy (same arithmetic).
 
     Notes
     -----
@@ -89,6 +93,7 @@ class SGD:
         self.velocity_W = None  # list of arrays aligned with each layer's W.data
         self.velocity_b = None
         self._tmp = {}
+        self._xp = np  # array module of the state (numpy, or cupy after to_device)
 
     def start_epoch(self, epoch):
         """Set the learning rate for ``epoch`` (0-based) from the schedule; return it."""
@@ -99,30 +104,46 @@ class SGD:
         return self.current_lr
 
     def _init_state(self, model):
-        self.velocity_W = [np.zeros_like(layer.W.data) for layer in model.layers]
-        self.velocity_b = [np.zeros_like(layer.b) for layer in model.layers]
+        self._xp = xp = array_module(model.layers[0].W.data)
+        self.velocity_W = [xp.zeros_like(layer.W.data) for layer in model.layers]
+        self.velocity_b = [xp.zeros_like(layer.b) for layer in model.layers]
+
+    def to_device(self, device):
+        """Move the momentum arrays to ``"cpu"`` or ``"cuda"`` (in place); returns self."""
+        xp = module_for(device)
+        if self.velocity_W is not None:
+            self.velocity_W = [to_module(v, xp) for v in self.velocity_W]
+            self.velocity_b = [to_module(v, xp) for v in self.velocity_b]
+        self._xp = xp
+        self._tmp = {}
+        return self
 
     def _scratch(self, key, like):
         tmp = self._tmp.get(key)
         if tmp is None or tmp.shape != like.shape or tmp.dtype != like.dtype:
-            tmp = np.empty_like(like)
+            tmp = self._xp.empty_like(like)
             self._tmp[key] = tmp
         return tmp
 
     def _update(self, w, g, v, tmp, decay):
         if self.fused:
             t = w.dtype.type  # scalars in the array dtype: float32 math stays float32
-            _fused_update(w, g, v, t(self.current_lr), t(self.momentum), t(decay),
-                          self.nesterov)
+            if self._xp is np:
+                _fused_update(w, g, v, t(self.current_lr), t(self.momentum), t(decay),
+                              self.nesterov)
+            else:
+                sgd_update_kernel()(t(self.current_lr), t(self.momentum), t(decay),
+                                    np.int32(self.nesterov), w, g, v)
             return
+        xp = self._xp
         if decay:
-            np.multiply(w, decay, out=tmp)
+            xp.multiply(w, decay, out=tmp)
             g += tmp
         if self.momentum:
             v *= self.momentum
             v += g
             if self.nesterov:
-                np.multiply(v, self.momentum, out=tmp)
+                xp.multiply(v, self.momentum, out=tmp)
                 g += tmp
             else:
                 g[...] = v
@@ -133,6 +154,9 @@ class SGD:
         """Apply one update to every layer of ``model`` in place."""
         if self.velocity_W is None:
             self._init_state(model)
+        if getattr(model, "xp", np) is not self._xp:
+            raise ValueError(f"the optimizer state is on {self._xp.__name__} arrays, the model on "
+                             f"{model.xp.__name__} ones; move both (Trainer.to_device)")
         if len(self.velocity_W) != model.n_layers:
             raise ValueError(f"optimizer holds state for {len(self.velocity_W)} layers, the "
                              f"model has {model.n_layers}")
@@ -166,7 +190,7 @@ class SGD:
         if self.velocity_W is None:
             return
         old = self.velocity_W[layer_index]
-        new = np.zeros(int(new_nnz), dtype=old.dtype)
+        new = array_module(old).zeros(int(new_nnz), dtype=old.dtype)
         new[old_positions] = old[kept]
         if new_positions.shape[0] + old_positions.shape[0] != new.shape[0]:
             raise ValueError(f"remap: {old_positions.shape[0]} kept + {new_positions.shape[0]} "
@@ -178,19 +202,24 @@ class SGD:
 
         Keys: ``learning_rate``, ``momentum``, ``nesterov``, ``weight_decay``,
         ``current_lr``, ``n_layers`` (0 before the first step) and
-        ``velocity.{l}.W`` / ``velocity.{l}.b``. The schedule is not saved.
+        ``velocity.{l}.W`` / ``velocity.{l}.b`` (NumPy, also from the GPU).
+        The schedule is not saved.
         """
         d = {"learning_rate": self.learning_rate, "momentum": self.momentum,
              "nesterov": self.nesterov, "weight_decay": self.weight_decay,
              "current_lr": self.current_lr,
              "n_layers": 0 if self.velocity_W is None else len(self.velocity_W)}
         for i in range(d["n_layers"]):
-            d[f"velocity.{i}.W"] = self.velocity_W[i].copy()
-            d[f"velocity.{i}.b"] = self.velocity_b[i].copy()
+            d[f"velocity.{i}.W"] = _host_copy(self.velocity_W[i])
+            d[f"velocity.{i}.b"] = _host_copy(self.velocity_b[i])
         return d
 
     def load_state_dict(self, d):
-        """Restore a :meth:`state_dict` (the schedule stays as constructed)."""
+        """Restore a :meth:`state_dict` (the schedule stays as constructed).
+
+        The momentum arrays stay on the optimizer's current device (the CPU
+        unless :meth:`to_device` moved it).
+        """
         self.learning_rate = float(d["learning_rate"])
         self.momentum = float(d["momentum"])
         self.nesterov = bool(d["nesterov"])
@@ -200,9 +229,21 @@ class SGD:
         if n == 0:
             self.velocity_W = self.velocity_b = None
         else:
-            self.velocity_W = [np.array(d[f"velocity.{i}.W"]) for i in range(n)]
-            self.velocity_b = [np.array(d[f"velocity.{i}.b"]) for i in range(n)]
+            self.velocity_W = [_state_array(d[f"velocity.{i}.W"], self._xp) for i in range(n)]
+            self.velocity_b = [_state_array(d[f"velocity.{i}.b"], self._xp) for i in range(n)]
+        self._tmp = {}
 
     def __repr__(self):
         return (f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
                 f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")
+
+
+def _host_copy(arr):
+    host = to_host(arr)
+    return host.copy() if host is arr else host
+
+
+def _state_array(arr, xp):
+    """A copy of a saved array (NumPy or CuPy) in the array module ``xp``."""
+    arr = np.array(to_host(arr))
+    return arr if xp is np else xp.asarray(arr)
