@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ops
+from .._device import to_host
+from ..sparse import array_module
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +44,24 @@ def pattern_keys(W):
 
 
 def _in_sorted(keys, sorted_ref):
-    """Boolean mask: which ``keys`` occur in the sorted array ``sorted_ref``."""
+    """Boolean mask: which ``keys`` occur in the sorted array ``sorted_ref`` (one array module)."""
+    xp = array_module(keys)
     if sorted_ref.shape[0] == 0 or keys.shape[0] == 0:
-        return np.zeros(keys.shape[0], dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_ref, keys), sorted_ref.shape[0] - 1)
+        return xp.zeros(keys.shape[0], dtype=bool)
+    pos = xp.minimum(xp.searchsorted(sorted_ref, keys), sorted_ref.shape[0] - 1)
     return sorted_ref[pos] == keys
+
+
+def _in_excluded(draw, exclude):
+    """:func:`_in_sorted` for host ``draw`` against host or device ``exclude`` keys.
+
+    Device keys stay on the device: the O(len(draw)) draw goes there and the
+    mask comes back, never the O(nnz) keys.
+    """
+    xp = array_module(exclude)
+    if xp is np:
+        return _in_sorted(draw, exclude)
+    return to_host(_in_sorted(xp.asarray(draw), exclude))
 
 
 def _sorted_unique(keys):
@@ -77,11 +92,13 @@ def sample_absent(n_out, n_in, n, rng, exclude_keys):
     rng : numpy.random.Generator
     exclude_keys : int64 ndarray or sequence of them
         Sorted, unique linear keys that must not be drawn; several arrays
-        must be disjoint from one another.
+        must be disjoint from one another. NumPy or CuPy arrays: the draws
+        always come from the host ``rng`` (the same stream on either
+        device), and membership in device keys is tested on the device.
 
     Returns
     -------
-    rows, cols : int64 ndarrays, shape (n,)
+    rows, cols : int64 NumPy arrays, shape (n,)
         Sorted by linear key.
 
     Examples
@@ -103,7 +120,7 @@ def sample_absent(n_out, n_in, n, rng, exclude_keys):
     elif n_excluded > total // 2:
         absent = np.ones(total, dtype=bool)  # the layer is over half dense: O(nnz) anyway
         for e in excludes:
-            absent[e] = False
+            absent[to_host(e)] = False
         keys = np.sort(rng.choice(np.flatnonzero(absent), size=n, replace=False))
     else:
         keys = np.zeros(0, dtype=np.int64)
@@ -112,7 +129,7 @@ def sample_absent(n_out, n_in, n, rng, exclude_keys):
             size = int(need * (total / n_absent) * 1.1) + 16
             draw = rng.integers(0, total, size=size, dtype=np.int64)
             for e in excludes:
-                draw = draw[~_in_sorted(draw, e)]
+                draw = draw[~_in_excluded(draw, e)]
             keys = _sorted_unique(np.concatenate([keys, draw]))
         if keys.shape[0] > n:
             keys = keys[np.sort(rng.choice(keys.shape[0], size=n, replace=False))]
@@ -292,24 +309,25 @@ class CTRESimGrowth(CosineGrowth):
 
     def choose(self, ctx, n, rng):
         rows, cols = self._cosine(ctx, n)
+        xp = array_module(rows)  # the device of the layer: the bookkeeping stays there
         n_in = ctx.W.n_in
         picks = rows * n_in + cols
-        pruned = np.sort(ctx.removed_rows.astype(np.int64) * n_in + ctx.removed_cols)
+        pruned = xp.sort(ctx.removed_rows.astype(np.int64) * n_in + ctx.removed_cols)
         repicked = _in_sorted(picks, pruned)
-        n_swap = int(np.count_nonzero(repicked))
+        n_swap = int(xp.count_nonzero(repicked))
         keep = ~repicked
         if n_swap == 0:
             return rows, cols, int(rows.shape[0])
-        exclude = [pattern_keys(ctx.W), np.sort(picks[keep])]  # disjoint sorted key sets
-        if ctx.W.n_out * n_in - ctx.W.nnz - int(np.count_nonzero(keep)) - pruned.shape[0] \
-                >= n_swap:
+        n_keep = int(xp.count_nonzero(keep))
+        exclude = [pattern_keys(ctx.W), xp.sort(picks[keep])]  # disjoint sorted key sets
+        if ctx.W.n_out * n_in - ctx.W.nnz - n_keep - pruned.shape[0] >= n_swap:
             exclude.append(pruned)
         else:  # (nearly) dense layer: no room but the pruned positions themselves
             logger.debug("ctre_sim layer %d: too few absent connections; random "
                          "replacements may re-add pruned ones", ctx.layer_index)
         r_rows, r_cols = sample_absent(ctx.W.n_out, n_in, n_swap, rng, exclude)
-        return (np.concatenate([rows[keep], r_rows]), np.concatenate([cols[keep], r_cols]),
-                int(np.count_nonzero(keep)))
+        return (xp.concatenate([rows[keep], xp.asarray(r_rows)]),
+                xp.concatenate([cols[keep], xp.asarray(r_cols)]), n_keep)
 
 
 class StaticGrowth(GrowthStrategy):

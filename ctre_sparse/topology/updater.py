@@ -9,6 +9,7 @@ import numpy as np
 from .. import ops
 from .._random import check_random_state
 from ..backends import get_backend
+from ..sparse import array_module
 from .growth import GrowthContext, get_growth
 
 logger = logging.getLogger(__name__)
@@ -74,10 +75,11 @@ class TopologyUpdater:
 
     def _sample_activations(self, model, X, rng):
         n = X.shape[1]
+        xp = array_module(X)
         if n > self.cosine_samples:
             idx = np.sort(rng.choice(n, size=self.cosine_samples, replace=False))
-            X = X[:, idx]
-        return model.activations(np.ascontiguousarray(X))
+            X = X[:, idx if xp is np else xp.asarray(idx)]
+        return model.activations(np.ascontiguousarray(X) if xp is np else X)
 
     def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None):
         """Prune and regrow every layer of ``model`` in place.
@@ -86,8 +88,8 @@ class TopologyUpdater:
         ----------
         model : SparseMLP
         X : ndarray, shape (n_features, n_samples)
-            Training data (C or F order); cosine growth uses up to
-            ``cosine_samples`` of its columns.
+            Training data (C or F order; NumPy, or CuPy for a model on the
+            GPU); cosine growth uses up to ``cosine_samples`` of its columns.
         optimizer : SGD, optional
             Its momentum is remapped (new connections start at 0).
         val_accuracy : float, optional
@@ -138,6 +140,9 @@ class TopologyUpdater:
                                f"for layer {i}, expected {n}")
         bound = np.sqrt(6.0 / W.n_in)
         values = rng.uniform(-bound, bound, n).astype(W.dtype)
+        xp = W.xp
+        if xp is not np:  # random picks and new values are drawn on the host: O(n) moves
+            rows, cols, values = xp.asarray(rows), xp.asarray(cols), xp.asarray(values)
         merged = ops.insert(pruned.matrix, rows, cols, values, backend=self.backend)
         layer.set_weight(merged.matrix)
         if optimizer is not None:
