@@ -361,3 +361,20 @@ def test_markdown_results_and_doc_update(tiny_records, tmp_path, capsys):
     doc.write_text("no markers")
     with pytest.raises(ValueError, match="markers"):
         training_report.update_markdown(doc, text)
+
+
+def test_time_epochs_trains_exactly_as_trainer_fit():
+    config = tiny()
+    X, y = tb.make_data(200, seed=5)
+    a = tb.build_trainer(config, tb.build_model(config, 16))
+    epochs, cpu = tb.time_epochs(a, X, y, 2)
+    assert a.updater is not None and a.epoch == 2 and cpu["wall_seconds"] > 0
+    b = tb.build_trainer(config, tb.build_model(config, 16))
+    records = b.fit(X, y, epochs=2)  # epoch 2 starts with epoch 1's update
+    b.updater.update(b.model, X, optimizer=b.optimizer,
+                     val_accuracy=records[-1]["train_accuracy"], rng=b.rng)
+    assert [e["train_loss"] for e in epochs] == [r["train_loss"] for r in records]
+    assert epochs[0]["n_cosine"] + epochs[0]["n_random"] == records[1]["n_pruned"]
+    for la, lb in zip(a.model.layers, b.model.layers):
+        assert np.array_equal(la.W.indices, lb.W.indices)
+        assert np.array_equal(la.W.data, lb.W.data)

@@ -265,12 +265,15 @@ def _check(err, dtype, what):
 
 
 # ------------------------------------------------------------------ measuring
-def time_epochs(trainer, X, y, epochs):
+def time_epochs(trainer, X, y, epochs, sync=None):
     """Train ``epochs`` epochs, each followed by its topology update; per-epoch timings.
 
-    The trainer runs the update of epoch k at the start of epoch k + 1
-    (:meth:`Trainer.run_epoch` times it as ``topology_seconds``); the last
-    epoch's update is run here, the same way, and timed around the call.
+    Each epoch is :meth:`Trainer.run_epoch` with the updater detached, then
+    ``updater.update`` called as the trainer calls it (the epoch's training
+    accuracy as the monitor, the trainer's generator), each timed on its own
+    with ``sync()`` (device synchronize) before every clock reading. The
+    random stream and the result are those of :meth:`Trainer.fit`, which
+    runs the same update at the start of the next epoch.
 
     Returns
     -------
@@ -281,22 +284,28 @@ def time_epochs(trainer, X, y, epochs):
         ``wall_seconds`` and ``cpu_seconds`` (this process, all threads) of
         the whole timed span.
     """
+    sync = sync or (lambda: None)
+    updater, out = trainer.updater, []
+    sync()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    records = trainer.fit(X, y, epochs=trainer.epoch + int(epochs))
-    t0 = time.perf_counter()
-    last = trainer.updater.update(trainer.model, X, optimizer=trainer.optimizer,
-                                  val_accuracy=records[-1]["train_accuracy"], rng=trainer.rng)
-    last_seconds = time.perf_counter() - t0
+    try:
+        trainer.updater = None  # this loop runs each epoch's update itself, right after it
+        for _ in range(int(epochs)):
+            t0 = time.perf_counter()
+            rec = trainer.run_epoch(X, y)
+            sync()
+            t1 = time.perf_counter()
+            stats = updater.update(trainer.model, X, optimizer=trainer.optimizer,
+                                   val_accuracy=rec["train_accuracy"], rng=trainer.rng)
+            sync()
+            t2 = time.perf_counter()
+            out.append({"epoch": rec["epoch"], "train_seconds": t1 - t0,
+                        "topology_seconds": t2 - t1, "seconds": t2 - t0,
+                        "train_loss": rec["train_loss"], "train_accuracy": rec["train_accuracy"],
+                        "n_cosine": int(stats["n_cosine"]), "n_random": int(stats["n_random"])})
+    finally:
+        trainer.updater = updater
     cpu = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0}
-    topo = [(r["topology_seconds"], r["n_cosine"], r["n_random"]) for r in records[1:]]
-    topo.append((last_seconds, last["n_cosine"], last["n_random"]))
-    out = []
-    for rec, (t_topo, n_cos, n_rand) in zip(records, topo):
-        train = rec["seconds"] - rec["topology_seconds"]
-        out.append({"epoch": rec["epoch"], "train_seconds": train, "topology_seconds": t_topo,
-                    "seconds": train + t_topo, "train_loss": rec["train_loss"],
-                    "train_accuracy": rec["train_accuracy"], "n_cosine": n_cos,
-                    "n_random": n_rand})
     return out, cpu
 
 
