@@ -15,6 +15,17 @@ All randomness (batch order, dropout, sample subset and random growth, new
 weights) comes from the trainer's one ``Generator``, whose state is part of
 :meth:`Trainer.state_dict`: a run resumed from a state dict ends bit-identical
 to the uninterrupted run.
+
+On the GPU (a model moved by ``to_device("cuda")``) the same loop runs on CuPy
+arrays, with no host round trip per batch: the training (and validation)
+data are copied to the device once and cached, each batch is gathered there,
+and the per-batch losses and correct counts are written into device arrays
+read once at the end of the epoch. A non-finite loss is therefore detected
+at the end of the epoch (naming the first bad batch), not at the batch
+itself. The batch order, topology draws and new weights still come from the
+host generator (one permutation copied per epoch; O(k) per layer per
+topology update), so they are the CPU's; dropout masks come from a CuPy
+generator seeded once per epoch from the host generator.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ import time
 
 import numpy as np
 
+from ._device import device_generator, synchronize, to_host, to_module
 from ._random import check_random_state
+from .sparse import array_module
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +49,8 @@ class TrainingDivergedError(RuntimeError):
 
 
 def accuracy(codes, y):
-    """Fraction of ``codes == y``."""
-    return float(np.mean(codes == y)) if y.shape[0] else float("nan")
+    """Fraction of ``codes == y`` (NumPy, or CuPy arrays on one device)."""
+    return float(array_module(codes).mean(codes == y)) if y.shape[0] else float("nan")
 
 
 class Trainer:
@@ -96,6 +109,37 @@ class Trainer:
         self.stop = False
         self._monitor = None
         self._xbuf = self._rowbuf = None
+        self._device_data = {}
+        if getattr(model, "device", "cpu") != "cpu":
+            optimizer.to_device(model.device)
+
+    def to_device(self, device):
+        """Move the model and the optimizer state to ``"cpu"`` or ``"cuda"``; returns self."""
+        self.model.to_device(device)
+        self.optimizer.to_device(device)
+        self._xbuf = self._rowbuf = None
+        self._device_data = {}
+        return self
+
+    def _device_arrays(self, X, y):
+        """``X``, ``y`` on the model's device: copied once per data set, then cached.
+
+        The cache is keyed by the identity of the arrays given (and keeps
+        them alive, so the key stays valid); it holds the training and the
+        validation set. Arrays already on the device pass through.
+        """
+        xp = self.model.xp
+        if array_module(X) is xp and array_module(y) is xp:
+            return X, y
+        key = (id(X), id(y))
+        hit = self._device_data.get(key)
+        if hit is None:
+            if len(self._device_data) >= 2:
+                self._device_data.clear()
+            hit = (X, y, to_module(X, xp), to_module(y, xp))
+            self._device_data[key] = hit
+            logger.debug("copied a data set of shape %s to the device", X.shape)
+        return hit[2], hit[3]
 
     # ------------------------------------------------------------ checks
     def _check_data(self, X, y, name="X"):
@@ -107,7 +151,7 @@ class Trainer:
         if X.dtype != model.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
             logger.debug("casting %s to %s (a copy)", name, model.dtype)
             X = X.astype(model.dtype, order="F" if X.flags.f_contiguous else "C")
-        y = np.asarray(y)
+        y = np.asarray(y) if array_module(y) is np else y
         if y.shape != (X.shape[1],) or y.dtype.kind not in "iu":
             raise ValueError(f"labels for {name} must be integer codes of shape ({X.shape[1]},), "
                              f"got {y.dtype} with shape {y.shape}")
@@ -129,6 +173,7 @@ class Trainer:
         t0 = time.perf_counter()
         stats = self.updater.update(self.model, X, optimizer=self.optimizer,
                                     val_accuracy=self._monitor, rng=self.rng)
+        synchronize(self.model.xp)  # the GPU's queued work belongs to the topology time
         return stats, time.perf_counter() - t0
 
     def _batch(self, X, idx):
@@ -163,6 +208,62 @@ class Trainer:
             if not (np.all(np.isfinite(layer.W.data)) and np.all(np.isfinite(layer.b))):
                 self._diverged(f"layer {i} has non-finite weights")
         return total_loss / max(n, 1), correct / max(n, 1)
+
+    def _batch_device(self, X, idx):
+        """:meth:`_batch` on the device: columns ``idx`` of ``X``, C-contiguous, no host copy."""
+        xp = self.model.xp
+        shape = (X.shape[0], idx.shape[0])
+        buf = self._xbuf
+        if buf is None or buf.shape != shape or buf.dtype != X.dtype or \
+                array_module(buf) is not xp:
+            self._xbuf = xp.empty(shape, dtype=X.dtype)
+            self._rowbuf = xp.empty(shape[::-1], dtype=X.dtype)
+        if X.flags.c_contiguous:
+            return xp.take(X, idx, axis=1, out=self._xbuf)
+        xp.take(X.T, idx, axis=0, out=self._rowbuf)  # F order: whole sample rows, then transpose
+        xp.copyto(self._xbuf, self._rowbuf.T)
+        return self._xbuf
+
+    def _train_batches_device(self, X, y):
+        """The epoch's batches on the GPU, with one read of the device at the end.
+
+        Same batches as :meth:`_train_batches` (the host generator's
+        permutation, copied once). Losses and correct counts go to device
+        arrays; a non-finite loss raises at the end of the epoch, naming the
+        first bad batch (the batches after it ran on NaN weights).
+        """
+        model, opt, rng, bs = self.model, self.optimizer, self.rng, self.batch_size
+        xp = model.xp
+        n = X.shape[1]
+        order = xp.asarray(rng.permutation(n))
+        drop_rng = device_generator(rng.integers(2**62)) if model.dropout > 0 else None
+        n_batches = -(-n // bs)
+        losses = xp.empty(n_batches, dtype=xp.float64)
+        correct = xp.empty(n_batches, dtype=xp.int64)
+        for b in range(n_batches):
+            idx = xp.sort(order[b * bs:(b + 1) * bs])
+            yb = y[idx]
+            P = model.forward(self._batch_device(X, idx), training=True, rng=drop_rng)
+            correct[b] = xp.count_nonzero(xp.argmax(P, axis=0) == yb)
+            losses[b] = model.backward(yb)
+            opt.step(model)
+        finite = xp.stack([xp.all(xp.isfinite(layer.W.data)) & xp.all(xp.isfinite(layer.b))
+                           for layer in model.layers])
+        return self._epoch_totals(to_host(losses), to_host(correct), to_host(finite), n)
+
+    def _epoch_totals(self, losses, correct, finite, n):
+        """Mean loss and accuracy from per-batch host arrays; raises on divergence."""
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.shape[0]:
+            self._diverged(f"loss is {float(losses[bad[0]])} at batch {int(bad[0]) + 1}")
+        for i, ok in enumerate(finite.tolist()):
+            if not ok:
+                self._diverged(f"layer {i} has non-finite weights")
+        bs = self.batch_size
+        total_loss = 0.0
+        for b, loss in enumerate(losses.tolist()):  # the CPU loop's order and arithmetic
+            total_loss += loss * (min(n, (b + 1) * bs) - b * bs)
+        return total_loss / max(n, 1), int(correct.sum()) / max(n, 1)
 
     def run_epoch(self, X, y, X_val=None, y_val=None):
         """Train one epoch (preceded by the pending topology update).
@@ -202,9 +303,15 @@ class Trainer:
             raise ValueError("X has no samples (shape (n_features, 0)); need at least one")
         if X_val is not None:
             X_val, y_val = self._check_data(X_val, y_val, "X_val")
+        on_device = self.model.xp is not np
+        if on_device:
+            X, y = self._device_arrays(X, y)
+            if X_val is not None:
+                X_val, y_val = self._device_arrays(X_val, y_val)
         topo, topo_seconds = self._update_topology(X)
         lr = self.optimizer.start_epoch(self.epoch)
-        train_loss, train_acc = self._train_batches(X, y)
+        train = self._train_batches_device if on_device else self._train_batches
+        train_loss, train_acc = train(X, y)
         val_acc = None
         if X_val is not None:
             val_acc = accuracy(self.model.predict_codes(X_val, self.eval_batch_size), y_val)
@@ -265,6 +372,7 @@ class Trainer:
         """Restore :meth:`state_dict` into this trainer and its model/optimizer/updater."""
         self.model.load_state_dict(d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
+        self.optimizer.to_device(getattr(self.model, "device", "cpu"))
         if (d["updater"] is None) != (self.updater is None):
             raise ValueError("state and trainer disagree on having a topology updater")
         if self.updater is not None:
