@@ -161,8 +161,38 @@ def _check_device(config):
     info = cuda_info()
     if not info.get("available"):
         raise RuntimeError(f"--device cuda needs a CUDA GPU and CuPy: {info.get('reason')}")
-    raise RuntimeError("--device cuda: the training core (SparseMLP, Trainer) runs on NumPy "
-                       "arrays only so far, so there is no GPU epoch to time yet")
+    if not hasattr(Trainer, "to_device"):
+        raise RuntimeError("--device cuda: the training core has no GPU training loop yet "
+                           "(Trainer.to_device is missing), so there is no GPU epoch to time")
+
+
+def to_device(config, trainer, X):
+    """Move ``trainer`` (model and optimizer) and ``X`` to ``config.device``.
+
+    Returns
+    -------
+    X : ndarray or cupy.ndarray
+        The data on the device (C-contiguous feature-major on the GPU);
+        labels stay NumPy arrays.
+    sync : callable or None
+        Waits for the device; None on the CPU.
+    """
+    if config.device == "cpu":
+        return X, None
+    import cupy
+
+    trainer.to_device("cuda")
+    return (cupy.ascontiguousarray(cupy.asarray(X)),
+            lambda: cupy.cuda.get_current_stream().synchronize())
+
+
+def _same_device(Xd, A):
+    """``A`` on the device of ``Xd`` (itself on the CPU, a C-contiguous copy on the GPU)."""
+    if isinstance(Xd, np.ndarray):
+        return A
+    import cupy
+
+    return cupy.ascontiguousarray(cupy.asarray(A))
 
 
 def build_model(config, width, random_state=None):
@@ -197,7 +227,9 @@ def warm_up(config):
     X, y = make_data(256, seed=config.seed + 99, dtype=config.dtype)
     model = SparseMLP(layer_sizes(48), "relu", epsilon=4, dtype=config.dtype,
                       backend=config.backend, random_state=config.seed + 99)
-    build_trainer(small, model).fit(X, y, epochs=2)
+    trainer = build_trainer(small, model)
+    X, sync = to_device(config, trainer, X)
+    time_epochs(trainer, X, y, 2, sync=sync)
 
 
 # ------------------------------------------------------------------ checking
@@ -344,7 +376,8 @@ def _measure_peer(config, model, Xb, yb, ref):
         info["status"] = f"skipped: {reason}"
         return None, info
     peer = TorchDenseMasked(model, learning_rate=config.learning_rate,
-                            momentum=config.momentum, weight_decay=config.weight_decay)
+                            momentum=config.momentum, weight_decay=config.weight_decay,
+                            device=config.device)
     info["check_error"] = _check(peer.check(Xb, yb, ref), model.dtype, "the torch peer")
     return peer, info
 
@@ -355,11 +388,12 @@ def run_network(config, width, X, y):
     nnz_layers = [layer.W.nnz for layer in model.layers]
     Xb, yb = check_batch(model, X, y, config.batch)
     ref = reference_pass(model, Xb, yb)
-    check_error = check_ours(model, Xb, yb, ref)
     peer, peer_info = _measure_peer(config, model, Xb, yb, ref)
     trainer = build_trainer(config, model)
+    Xd, sync = to_device(config, trainer, X)
+    check_error = check_ours(model, _same_device(Xd, Xb), yb, ref)
     time.sleep(PAUSE_SECONDS)  # let the peer's spinning OpenMP threads go idle
-    epochs, cpu = time_epochs(trainer, X, y, config.epochs)
+    epochs, cpu = time_epochs(trainer, Xd, y, config.epochs, sync=sync)
     if peer is not None:
         time.sleep(PAUSE_SECONDS)
         peer_info.update(peer.run_epoch(X, y, config.batch, seed=config.seed + 2,
@@ -368,8 +402,10 @@ def run_network(config, width, X, y):
     rec = _record(config, width, model, nnz_layers, epochs, peer_info)
     rec["cpu_utilization"] = cpu["cpu_seconds"] / (cpu["wall_seconds"] * config.threads)
     rec.update(check_error=check_error, check_samples=int(yb.shape[0]), initial_loss=ref["loss"])
-    if config.profile:
-        rec["profile"] = profile_epoch(trainer, X, y)
+    if config.profile and config.device == "cpu":
+        rec["profile"] = profile_epoch(trainer, Xd, y)
+    elif config.profile:
+        rec["profile_note"] = "no per-op profile on the GPU (its timers would need a sync per op)"
     return rec
 
 

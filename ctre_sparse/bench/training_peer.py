@@ -51,23 +51,27 @@ class TorchDenseMasked:
         Source of the layer sizes, the initial weights, biases and masks.
     learning_rate, momentum, weight_decay : float
         As our :class:`~ctre_sparse.nn.SGD` (Nesterov momentum, decay on weights only).
+    device : {"cpu", "cuda"}, default "cpu"
     """
 
     #: Dense weight-sized tensors alive during a step: W, M, W*M, grad, momentum.
     TENSORS_PER_WEIGHT = 5
 
-    def __init__(self, model, *, learning_rate, momentum, weight_decay):
+    def __init__(self, model, *, learning_rate, momentum, weight_decay, device="cpu"):
         import torch
 
         self.torch = torch
+        self.device = torch.device(device)
+        dev = self.device
         self.weights, self.masks, self.biases = [], [], []
         for layer in model.layers:
             W = layer.W
             mask = np.zeros(W.shape, dtype=W.dtype)
             mask[W.row_indices(), W.indices] = 1
-            self.weights.append(torch.from_numpy(W.toarray()).requires_grad_(True))
-            self.masks.append(torch.from_numpy(mask))
-            self.biases.append(torch.from_numpy(layer.b.copy()).requires_grad_(True))
+            self.weights.append(torch.from_numpy(W.toarray()).to(dev).requires_grad_(True))
+            self.masks.append(torch.from_numpy(mask).to(dev))
+            self.biases.append(torch.from_numpy(np.asarray(layer.b).copy()).to(dev)
+                               .requires_grad_(True))
         self.patterns = [(layer.W.row_indices(), layer.W.indices) for layer in model.layers]
         self.optimizer = torch.optim.SGD(
             [{"params": self.weights, "weight_decay": weight_decay},
@@ -95,6 +99,11 @@ class TorchDenseMasked:
                 h = self.torch.relu(h)
         return h
 
+    def sync(self):
+        """Wait for the device (no-op on the CPU)."""
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
     def _loss(self, xb, yb):
         logits = self.logits(xb)
         return logits, self.torch.nn.functional.cross_entropy(logits, yb)
@@ -110,15 +119,16 @@ class TorchDenseMasked:
         from .harness import relative_error
 
         torch = self.torch
-        logits, loss = self._loss(torch.from_numpy(np.ascontiguousarray(Xb.T)),
-                                  torch.from_numpy(np.asarray(yb, dtype=np.int64)))
+        logits, loss = self._loss(
+            torch.from_numpy(np.ascontiguousarray(Xb.T)).to(self.device),
+            torch.from_numpy(np.asarray(yb, dtype=np.int64)).to(self.device))
         loss.backward()
-        P = torch.softmax(logits.detach(), dim=1).numpy().T
+        P = torch.softmax(logits.detach(), dim=1).cpu().numpy().T
         errors = [relative_error(P, ref["P"])]
         for W, b, (rows, cols), (gW, gb) in zip(self.weights, self.biases, self.patterns,
                                                ref["grads"]):
-            errors.append(relative_error(W.grad.numpy()[rows, cols], gW))
-            errors.append(relative_error(b.grad.numpy(), gb))
+            errors.append(relative_error(W.grad.cpu().numpy()[rows, cols], gW))
+            errors.append(relative_error(b.grad.cpu().numpy(), gb))
         self.optimizer.zero_grad(set_to_none=True)
         return max(errors)
 
@@ -147,13 +157,14 @@ class TorchDenseMasked:
             ``train_accuracy`` (over the timed batches), ``threads``.
         """
         torch = self.torch
-        Xs = torch.from_numpy(np.ascontiguousarray(X.T))
-        ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        Xs = torch.from_numpy(np.ascontiguousarray(X.T)).to(self.device)
+        ys = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
         n = Xs.shape[0]
-        order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(self.device)
         n_batches = math.ceil(n / batch)
         timed = n_batches if not max_batches else min(int(max_batches), n_batches)
         total_loss, correct, seen = 0.0, 0, 0
+        self.sync()
         t0 = time.perf_counter()
         for k in range(timed):
             idx = order[k * batch:(k + 1) * batch]
@@ -165,6 +176,7 @@ class TorchDenseMasked:
             total_loss += float(loss.detach()) * idx.shape[0]
             correct += int((logits.detach().argmax(dim=1) == yb).sum())
             seen += idx.shape[0]
+        self.sync()
         seconds = time.perf_counter() - t0
         return {"seconds_per_epoch": seconds * n / seen, "timed_seconds": seconds,
                 "batches_timed": timed, "n_batches": n_batches, "extrapolated": timed < n_batches,
