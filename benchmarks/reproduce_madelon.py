@@ -319,8 +319,20 @@ def append_line(path, text):
         os.close(fd)
 
 
+def git_commit():
+    """The checkout's commit (runs record it: the library may change between runs)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def sweep(args):
     data = load_data(args.data_dir)
+    commit = git_commit()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = config(args)
@@ -334,6 +346,7 @@ def sweep(args):
             rec = (run_dense(seed, args, data) if method == "dense_mlp"
                    else run_sparse(method, seed, args, data))
             rec = {"method": method, "seed": seed, "config": cfg, "backend": args.backend,
+                   "git_commit": commit,
                    "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **rec}
             append_line(out, json.dumps(rec))
             print(f"  {method} seed {seed}: test@best-val {rec['test_at_best_val']:.4f} "
