@@ -18,7 +18,9 @@ CuPy is imported only when a device path is taken.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import types
 
 import numpy as np
 
@@ -27,7 +29,8 @@ from .sparse import array_module
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEVICES", "check_device", "require_cuda", "module_for", "to_host", "to_module",
-           "device_of", "synchronize", "sgd_update_kernel", "device_generator", "fill_uniform"]
+           "device_of", "synchronize", "sgd_update_kernel", "device_generator", "fill_uniform",
+           "PicklesArrayModule"]
 
 DEVICES = ("cpu", "cuda")
 _kernels = {}
@@ -136,3 +139,39 @@ def fill_uniform(rng, out):
     else:
         out[...] = rng.random(size=out.shape, dtype=out.dtype)
     return out
+
+
+class PicklesArrayModule:
+    """Mixin: pickle objects that cache an array module (``xp``) in their attributes.
+
+    Modules cannot be pickled; they are stored by name and imported back.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> class Holder(PicklesArrayModule):
+    ...     def __init__(self):
+    ...         self.xp = np
+    >>> pickle.loads(pickle.dumps(Holder())).xp is np
+    True
+    """
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key, value in state.items():
+            if isinstance(value, types.ModuleType):
+                state[key] = _ModuleRef(value.__name__)
+        return state
+
+    def __setstate__(self, state):
+        for key, value in state.items():
+            if isinstance(value, _ModuleRef):
+                state[key] = importlib.import_module(value.name)
+        self.__dict__.update(state)
+
+
+class _ModuleRef:
+    """A pickled reference to a module, by name."""
+
+    def __init__(self, name):
+        self.name = name

@@ -116,6 +116,11 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     backend : str, default "auto"
         Kernel backend (``"auto"``, ``"native"``, ``"numba"``, ``"reference"``, ``"cuda"``).
     device : {"cpu", "cuda"}, default "cpu"
+        Where training runs. ``"cuda"``: weights, optimizer state,
+        activations and the training data stay on the GPU (CuPy arrays) for
+        the whole fit, topology updates included; needs the CUDA backend
+        (a ValueError gives the reason when it is unavailable) and
+        ``backend`` "auto" or "cuda". Saved files hold NumPy arrays either way.
     checkpoint_dir : str or Path, optional
         Write ``checkpoint.npz`` (the :meth:`save` format) there every
         ``checkpoint_every`` epochs and at the end of :meth:`fit`, atomically.
@@ -214,6 +219,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         _check_number("checkpoint_every", self.checkpoint_every, 1, None, integer=True)
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and self.backend not in ("auto", "cuda"):
+            raise ValueError(f"device='cuda' needs backend 'auto' or 'cuda', got {self.backend!r}")
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -249,6 +256,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         Returns the seed (a SeedSequence) of the validation split.
         """
         SparseMLP, SGD, TopologyUpdater, training = _core()
+        if self.device == "cuda":
+            from ._device import require_cuda
+
+            require_cuda("CTREClassifier(device='cuda')")
         seeds = np.random.SeedSequence(entropy).spawn(3)
         sizes = [int(n_features)] + self._hidden_sizes() + [int(n_classes)]
         sparsity = ({"density": float(self.density)} if self.density is not None
@@ -257,10 +268,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                           dtype=np.dtype(self.dtype), backend=self.backend,
                           random_state=np.random.default_rng(seeds[1]), **sparsity)
         if self.device == "cuda":
-            if not hasattr(model, "to_device"):
-                raise ValueError("device='cuda' is not supported by the training loop yet (it "
-                                 "runs on NumPy arrays); use device='cpu'")
-            model.to_device("cuda")
+            model.to_device("cuda")     # the Trainer moves the optimizer state along
         optimizer = SGD(learning_rate=float(self.learning_rate), momentum=float(self.momentum),
                         nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay))
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
@@ -485,15 +493,23 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return self._write(Path(path))
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, *, device=None):
         """Load an estimator saved by :meth:`save` (or a checkpoint).
 
         The result predicts, and continues training with :meth:`partial_fit`
         or ``fit(X, y, resume=path)`` exactly where the saved one stopped.
+
+        Parameters
+        ----------
+        path : str or Path
+        device : {"cpu", "cuda"}, optional
+            Where to put the model; default: the saved ``device``, except that
+            a model saved with ``device="cuda"`` loads on the CPU (with a
+            warning) where the CUDA backend is unavailable.
         """
         members = persistence.read_npz(path)
         meta = persistence.read_json_member(members, "meta_json")
-        params = dict(meta["params"])
+        params = _load_device(dict(meta["params"]), device, path)
         params["dtype"] = np.dtype(params["dtype"]).type
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         est = cls(**params)
@@ -535,6 +551,22 @@ def _fingerprint(X, codes, dtype):
 
 def _host(arr):
     return arr.get() if type(arr).__module__.startswith("cupy") else arr
+
+
+def _load_device(params, device, path):
+    """Saved parameters with ``device`` (and a GPU-only ``backend``) fitted to this machine."""
+    from ._device import check_device
+    from .backends import backend_status
+
+    if device is not None:
+        params["device"] = check_device(device)
+    elif params.get("device") == "cuda" and backend_status()["cuda"] is not None:
+        logger.warning("%s was trained with device='cuda', unavailable here (%s); loading it on "
+                       "the CPU", path, backend_status()["cuda"])
+        params["device"] = "cpu"
+    if params.get("device") == "cpu" and params.get("backend") == "cuda":
+        params["backend"] = "auto"
+    return params
 
 
 def _host_csr(W):

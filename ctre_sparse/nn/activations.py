@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._device import PicklesArrayModule
+
 __all__ = ["get_activation", "ACTIVATIONS", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
            "AlternatedLeftReLU"]
 
 
-class _Activation:
+class _Activation(PicklesArrayModule):
     """Base class: a stateless element-wise function and its derivative."""
 
     name = ""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from .._device import PicklesArrayModule
 from ..sparse import CSRMatrix
 
 __all__ = ["SparseLinear"]
 
 
-class SparseLinear:
+class SparseLinear(PicklesArrayModule):
     """A linear layer whose weight is a :class:`~ctre_sparse.sparse.CSRMatrix`.
 
     Forward is ``Y = W @ X + b[:, None]`` (:func:`~ctre_sparse.ops.spmm`);

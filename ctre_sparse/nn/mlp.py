@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from .._device import PicklesArrayModule, fill_uniform, to_host
 from .._random import check_random_state
 from ..backends import get_backend
 from ..sparse import CSRMatrix
@@ -13,14 +14,13 @@ from .activations import get_activation
 from .init import erdos_renyi
 from .layers import SparseLinear
 from .losses import cross_entropy_grad, softmax
-from .._device import fill_uniform, to_host
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SparseMLP"]
 
 
-class SparseMLP:
+class SparseMLP(PicklesArrayModule):
     """A multi-layer perceptron whose weights are sparse CSR matrices.
 
     Activations are feature-major: an input batch has shape

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from .._device import module_for, sgd_update_kernel, to_host, to_module
+from .._device import PicklesArrayModule, module_for, sgd_update_kernel, to_host, to_module
 from ..sparse import array_module
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; NumPy path stay
     _fused_update = None
 
 
-class SGD:
+class SGD(PicklesArrayModule):
     """SGD with momentum, optional Nesterov, and L2 weight decay on the nonzeros.
 
     For a parameter ``w`` with gradient ``g`` (the weights ``W.data`` of
