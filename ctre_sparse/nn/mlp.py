@@ -144,6 +144,8 @@ class SparseMLP(PicklesArrayModule):
         """``X`` (NumPy or this model's array type) as a C-contiguous array of the model."""
         if self.xp is np:
             return np.ascontiguousarray(X)
+        if isinstance(X, np.ndarray):
+            X = np.ascontiguousarray(X)  # one contiguous host block per copy to the device
         return self.xp.ascontiguousarray(self.xp.asarray(X))
 
     # ------------------------------------------------------------ properties
