@@ -108,6 +108,45 @@ def test_device_loop_with_numpy_reproduces_the_cpu_loop(data, growth, layout):
     assert cpu.rng.bit_generator.state == dev.rng.bit_generator.state
 
 
+def _fake_device(trainer):
+    """Put the trainer on a stand-in array module that is not ``numpy`` but computes with it.
+
+    Every ``xp is not np`` branch of the device path (data cache, device epoch
+    loop, device scalar loss, generic SGD update) then runs on the CPU; only
+    what needs CuPy itself (the fused SGD kernel, the dropout generator,
+    ``to_device``) is left out.
+    """
+    import types
+
+    fake = types.ModuleType("fake_xp")
+    fake.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    fake.cuda = types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(
+        synchronize=lambda: None))
+    model, opt = trainer.model, trainer.optimizer
+    opt.fused = False
+    opt._init_state(model)
+    model.xp, opt._xp = fake, fake
+    for layer in model.layers:
+        layer._xp = fake
+    for act in model.hidden_activations:
+        act.xp = fake
+    return trainer
+
+
+@pytest.mark.parametrize("growth", ["random", "ctre_sim"])
+def test_fake_device_runs_the_device_branches_like_the_cpu(data, growth):
+    X, y = data
+    cpu, dev = _trainer(growth), _fake_device(_trainer(growth))
+    cpu.optimizer.fused = False
+    args = (_fm(X[:500]), y[:500], _fm(X[500:]), y[500:])
+    rec_cpu, rec_dev = cpu.fit(*args, epochs=3), dev.fit(*args, epochs=3)
+    assert _strip_time(rec_dev) == _strip_time(rec_cpu)
+    assert len(dev._device_data) == 2        # train and validation sets, cached once
+    for a, b in zip(_host_layers(cpu.model), _host_layers(dev.model)):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
 def test_device_loop_reports_divergence_at_the_end_of_the_epoch(data):
     X, y = data
     trainer = _device_loop(_trainer("random", lr=1e6))
