@@ -250,6 +250,8 @@ class SparseMLP(PicklesArrayModule):
         inputs, Zs, As, masks, P, lse = self._cache
         self._cache = None
         xp = self.xp
+        if xp is not np and isinstance(y, np.ndarray):
+            y = xp.asarray(y)  # host labels on a GPU model: one small copy
         cols = xp.arange(P.shape[1])
         loss = xp.mean(lse - Zs[-1][y, cols])
         if xp is np:
