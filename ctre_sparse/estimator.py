@@ -390,6 +390,12 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         X_val_fm = self._to_fm(X[val_idx]) if val_idx.size else None
         y_val = codes[val_idx] if val_idx.size else None
         self._trainer.batch_size = min(int(self.batch_size), int(y_tr.shape[0]))
+        try:
+            self._epochs(X_fm, y_tr, X_val_fm, y_val, epochs, callbacks, final)
+        finally:
+            self._trainer.clear_device_cache()   # GPU: the data's device copy (one per fit)
+
+    def _epochs(self, X_fm, y_tr, X_val_fm, y_val, epochs, callbacks, final):
         for i in range(max(0, epochs)):
             record = self._one_epoch(X_fm, y_tr, X_val_fm, y_val)
             written = self._after_epoch(record, last=final and i == epochs - 1)

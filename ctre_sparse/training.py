@@ -121,6 +121,11 @@ class Trainer:
         self._device_data = {}
         return self
 
+    def clear_device_cache(self):
+        """Drop the device copies of the data sets and the batch buffers (frees GPU memory)."""
+        self._device_data = {}
+        self._xbuf = self._rowbuf = None
+
     def _device_arrays(self, X, y):
         """``X``, ``y`` on the model's device: copied once per data set, then cached.
 

@@ -246,16 +246,22 @@ def test_gpu_training_close_to_cpu_float32(data, growth):
 def test_gpu_fit_keeps_the_state_on_the_device(data):
     cp = _cupy()
     X, y = data
+    cached = []          # during fit: the device copies of the training and validation data
+
+    def look(est, record):
+        cached.append([type(a) for entry in est._trainer._device_data.values()
+                       for a in entry[2:]])
+
     clf = CTREClassifier(hidden_layer_sizes=(32, 32), epsilon=4, max_epochs=3, device="cuda",
-                         learning_rate=0.05, random_state=0).fit(X, y)
+                         learning_rate=0.05, random_state=0).fit(X, y, callbacks=[look])
+    assert len(cached) == 3 and all(types == [cp.ndarray] * 4 for types in cached)
+    assert clf._trainer._device_data == {}       # released after fit
     trainer = clf._trainer
     for layer in trainer.model.layers:
         for arr in (layer.W.data, layer.W.indices, layer.W.indptr, layer.b, layer.grad_W):
             assert isinstance(arr, cp.ndarray)
     for v in trainer.optimizer.velocity_W + trainer.optimizer.velocity_b:
         assert isinstance(v, cp.ndarray)
-    assert all(isinstance(a, cp.ndarray) for entry in trainer._device_data.values()
-               for a in entry[2:])
     assert clf.score(X, y) > 0.7
     assert all(isinstance(c.data, np.ndarray) for c in clf.coefs_)
 
