@@ -217,7 +217,7 @@ def build_trainer(config, model):
 
 def _backend_name(model):
     """The backend the model's ops resolve to (``auto`` resolved)."""
-    module = select_backend(model.backend)
+    module = select_backend(model.backend, model.layers[0].W.data)  # CuPy data: "cuda"
     return module.__name__.rsplit(".", 1)[-1].replace("_backend", "")
 
 
