@@ -136,8 +136,8 @@ def fill_uniform(rng, out):
     """Fill ``out`` with U[0, 1) draws from ``rng`` (NumPy or CuPy generator)."""
     if array_module(out) is np:
         rng.random(out=out, dtype=out.dtype)
-    else:
-        out[...] = rng.random(size=out.shape, dtype=out.dtype)
+    else:  # size given: CuPy's random(out=...) without size draws ONE value and broadcasts it
+        rng.random(size=out.shape, dtype=out.dtype, out=out)
     return out
 
 
