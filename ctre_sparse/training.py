@@ -377,7 +377,8 @@ class Trainer:
         """Restore :meth:`state_dict` into this trainer and its model/optimizer/updater."""
         self.model.load_state_dict(d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
-        self.optimizer.to_device(getattr(self.model, "device", "cpu"))
+        if getattr(self.model, "device", "cpu") != "cpu":     # saved momentum is NumPy
+            self.optimizer.to_device(self.model.device)
         if (d["updater"] is None) != (self.updater is None):
             raise ValueError("state and trainer disagree on having a topology updater")
         if self.updater is not None:
