@@ -327,3 +327,13 @@ def test_cli_train_on_the_gpu(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "model.npz").exists()
     assert "test accuracy" in capsys.readouterr().out
+
+
+@no_gpu
+def test_cli_train_device_cuda_without_gpu_says_why(tmp_path, capsys):
+    from ctre_sparse.cli import main
+
+    code = main(["train", "--epochs", "1", "--hidden", "8", "--device", "cuda",
+                 "--out", str(tmp_path), "--quiet"])
+    assert code != 0
+    assert backend_status()["cuda"] in capsys.readouterr().err
