@@ -149,10 +149,8 @@ class PicklesArrayModule:
     Examples
     --------
     >>> import pickle
-    >>> class Holder(PicklesArrayModule):
-    ...     def __init__(self):
-    ...         self.xp = np
-    >>> pickle.loads(pickle.dumps(Holder())).xp is np
+    >>> from ctre_sparse.nn import SGD
+    >>> pickle.loads(pickle.dumps(SGD()))._xp is np
     True
     """
 
