@@ -337,3 +337,12 @@ def test_cli_train_device_cuda_without_gpu_says_why(tmp_path, capsys):
                  "--out", str(tmp_path), "--quiet"])
     assert code != 0
     assert backend_status()["cuda"] in capsys.readouterr().err
+
+
+def test_device_module_doctests():
+    import doctest
+
+    import ctre_sparse._device
+
+    result = doctest.testmod(ctre_sparse._device, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
