@@ -226,20 +226,20 @@ def test_gpu_training_matches_cpu_float64(data, growth):
 @pytest.mark.parametrize("growth", ["random", "ctre_sim"])
 def test_gpu_training_close_to_cpu_float32(data, growth):
     """float32: trajectories drift by rounding; a prune tie may flip, so the topologies are
-    compared as overlap, the losses with a float32 tolerance."""
+    compared as overlap, the losses with a float32 tolerance (bounds not yet tuned on a GPU)."""
     X, y = data
     cpu, gpu_ = _trainer(growth), _trainer(growth).to_device("cuda")
     args = (_fm(X[:500]), y[:500], _fm(X[500:]), y[500:])
     rec_cpu, rec_gpu = cpu.fit(*args, epochs=4), gpu_.fit(*args, epochs=4)
     for rc, rg in zip(rec_cpu, rec_gpu):
-        assert rg["train_loss"] == pytest.approx(rc["train_loss"], rel=1e-3)
+        assert rg["train_loss"] == pytest.approx(rc["train_loss"], rel=5e-3)
         assert abs(rg["val_accuracy"] - rc["val_accuracy"]) <= 0.03
     for a, b in zip(_host_layers(cpu.model), _host_layers(gpu_.model)):
         rows_a = np.repeat(np.arange(a[0].shape[0] - 1), np.diff(a[0]))
         rows_b = np.repeat(np.arange(b[0].shape[0] - 1), np.diff(b[0]))
         n_in = int(max(a[1].max(), b[1].max())) + 1
         keys_a, keys_b = rows_a * n_in + a[1], rows_b * n_in + b[1]
-        assert np.intersect1d(keys_a, keys_b).shape[0] >= 0.98 * keys_a.shape[0]
+        assert np.intersect1d(keys_a, keys_b).shape[0] >= 0.97 * keys_a.shape[0]
 
 
 @gpu
