@@ -140,6 +140,30 @@ def keep_readded_updater_class():
     return KeepReaddedUpdater
 
 
+def scaled_growth_updater_class(base):
+    """``base`` updater whose regrown weights use the layer's actual mean fan-in (ablation).
+
+    New connections get U(+-sqrt(6 / (nnz / n_out))) instead of U(+-sqrt(6 / n_in)):
+    the same rescaling as ``--init-scale sparse``, applied to growth (``--grow-scale
+    sparse``), so that regrown connections are not always the smallest ones.
+    """
+    from ctre_sparse.topology.growth import pattern_keys
+
+    class ScaledGrowthUpdater(base):
+        def _update_layer(self, i, layer, acts, optimizer, rng):
+            old_keys, old_data = pattern_keys(layer.W), layer.W.data.copy()
+            stats = super()._update_layer(i, layer, acts, optimizer, rng)
+            W = layer.W
+            keys = pattern_keys(W)
+            pos = np.minimum(np.searchsorted(old_keys, keys), old_keys.shape[0] - 1)
+            # absent before this update, or re-added with a freshly drawn weight
+            grown = (old_keys[pos] != keys) | (old_data[pos] != W.data)
+            W.data[grown] *= np.float32(max(1.0, np.sqrt(W.n_in * W.n_out / max(W.nnz, 1))))
+            return stats
+
+    return ScaledGrowthUpdater
+
+
 def build_trainer(method, seed, args):
     """Model, optimizer, updater and trainer, seeded like CTREClassifier does it."""
     from ctre_sparse import training
@@ -156,6 +180,8 @@ def build_trainer(method, seed, args):
             W.data *= np.float32(max(1.0, np.sqrt(W.n_in * W.n_out / max(W.nnz, 1))))
     optimizer = SGD(learning_rate=args.lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
     cls = keep_readded_updater_class() if args.readd == "keep" else TopologyUpdater
+    if args.grow_scale == "sparse":
+        cls = scaled_growth_updater_class(cls)
     updater = cls(zeta=args.zeta, growth=method, cosine_samples=2**62,
                   patience=args.patience, backend=args.backend)
     return training.Trainer(model, optimizer, updater, batch_size=100,
@@ -295,6 +321,8 @@ def config(args):
         cfg["init_scale"] = args.init_scale
     if args.readd != "reinit":
         cfg["readd"] = args.readd
+    if args.grow_scale != "dense":
+        cfg["grow_scale"] = args.grow_scale
     return cfg
 
 
@@ -532,6 +560,9 @@ def parse_args(argv=None):
     p.add_argument("--init-scale", choices=("dense", "sparse"), default="dense",
                    help="initial weights U(+-sqrt(6/n_in)) ('dense', the paper's) or scaled "
                    "to the layer's mean actual fan-in nnz/n_out ('sparse', an ablation)")
+    p.add_argument("--grow-scale", choices=("dense", "sparse"), default="dense",
+                   help="regrown weights U(+-sqrt(6/n_in)) ('dense', the paper's) or scaled to "
+                   "the mean actual fan-in like --init-scale sparse ('sparse', an ablation)")
     p.add_argument("--readd", choices=("reinit", "keep"), default="reinit",
                    help="a connection pruned and regrown in the same update gets a new weight "
                    "('reinit', ctre_sparse) or keeps its weight and momentum ('keep', the "
@@ -557,6 +588,9 @@ def main(argv=None):
         if args.table:
             print(table(rows))
             print()
+            if args.from_epochs:
+                print(f"(end-of-run diagnostics below are those of the {args.from_epochs}-epoch "
+                      f"runs, not of epoch {args.epochs})")
             print(diagnostics_table(rows))
         if args.plot:
             plot(rows, args.plot)
