@@ -88,17 +88,21 @@ class Case:
 
 
 def build_cases(config):
-    """The list of cases of ``config``, grouped so that one matrix serves its batches."""
+    """The list of cases of ``config``, grouped so that one matrix serves its batches.
+
+    The small fixed-nnz-per-row series comes first and the grid runs from the
+    cheapest cases to the most expensive, so a run cut short keeps the most.
+    """
     cases = []
-    for n in config.sizes:
-        for d in config.densities:
-            nnz = int(round(float(d) * n * n))
-            cases += [Case("grid", n, nnz, b, float(d)) for b in config.batches]
     if config.fixed_nnz_per_row:
         k = int(config.fixed_nnz_per_row)
         for n in config.sizes:
             if k <= n:
                 cases.append(Case("fixed_nnz_per_row", n, k * n, config.fixed_batch, k / n))
+    for n in config.sizes:
+        for d in config.densities:
+            nnz = int(round(float(d) * n * n))
+            cases += [Case("grid", n, nnz, b, float(d)) for b in config.batches]
     return cases
 
 
@@ -457,10 +461,15 @@ def run_from_args(args, stream=None):
               "the CPU and the timings will be noisy", file=stream)
     print(_HEADER, file=stream, flush=True)
 
+    so_far = []
+
     def progress(group, done, total):
         for rec in group:
             print(format_row(rec), file=stream)
         print(f"  [{done}/{total}]", file=stream, flush=True)
+        so_far.extend(group)
+        if args.json:  # a run cut short still leaves what it measured
+            harness.write_json(so_far, args.json)
 
     t0 = time.perf_counter()
     records = run_kernel_bench(config, competitors, on_group=progress)
