@@ -301,3 +301,11 @@ def test_thread_limits_set_and_restore():
     with kernels.thread_limits(1):
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
+
+
+def test_max_case_gflop_leaves_out_the_largest_cases():
+    cfg = kernels.KernelBenchConfig(max_case_gflop=100.0)
+    assert kernels.left_out(cfg) == [(16384, 512)]
+    grid = [c for c in kernels.build_cases(cfg) if c.series == "grid"]
+    assert len(grid) == 27 - 3 and not any(c.n == 16384 and c.batch == 512 for c in grid)
+    assert kernels.left_out(kernels.KernelBenchConfig()) == []

@@ -42,6 +42,8 @@ __all__ = ["OPS", "KernelBenchConfig", "Case", "build_cases", "default_competito
 OPS = ("spmm", "spmm_t", "sddmm")
 FULL_GRID = {"sizes": (1024, 4096, 16384), "densities": (0.001, 0.01, 0.04),
              "batches": (32, 128, 512)}
+#: A checked call slower than this (seconds) is warm-up enough: no extra warm-up call.
+_LONG_CALL_S = 1.0
 QUICK_GRID = {"sizes": (1024, 4096), "densities": (0.01,), "batches": (128,)}
 
 
@@ -65,6 +67,7 @@ class KernelBenchConfig:
     pause: float = 0.05
     threads: int = None
     dense_cap_bytes: int = DEFAULT_DENSE_CAP_BYTES
+    max_case_gflop: float = None
 
     @classmethod
     def quick(cls, **kw):
@@ -102,8 +105,19 @@ def build_cases(config):
     for n in config.sizes:
         for d in config.densities:
             nnz = int(round(float(d) * n * n))
-            cases += [Case("grid", n, nnz, b, float(d)) for b in config.batches]
+            cases += [Case("grid", n, nnz, b, float(d)) for b in config.batches
+                      if not _too_big(config, n, b)]
     return cases
+
+
+def _too_big(config, n, batch):
+    """True when the dense-equivalent product ``2 n^2 batch`` exceeds ``max_case_gflop``."""
+    return config.max_case_gflop is not None and 2.0 * n * n * batch / 1e9 > config.max_case_gflop
+
+
+def left_out(config):
+    """``(n, batch)`` pairs of the grid that ``max_case_gflop`` leaves out."""
+    return [(n, b) for n in config.sizes for b in config.batches if _too_big(config, n, b)]
 
 
 def default_competitors(device="cpu"):
@@ -207,14 +221,17 @@ def measure(name, op, case, operands, expected, config):
     try:
         runner = make_runner(name, op, operands, dense_cap_bytes=config.dense_cap_bytes)
         rec["note"] = runner.note
-        result = runner.fn()
+        t0 = time.perf_counter()
+        result = runner.fn()  # the checked call is also the first warm-up (JIT compiles here)
         if runner.sync:
             runner.sync()
+        first_s = time.perf_counter() - t0
         rec["check_error"] = harness.check_result(result, expected, config.dtype,
                                                   what=f"{name} {op}")
         del result
         time.sleep(config.pause)  # let other pools' spinning threads (BLAS, OpenMP) go idle
-        timing = harness.time_call(runner.fn, warmup=config.warmup, min_time=config.min_time,
+        warmup = config.warmup if first_s < _LONG_CALL_S else 0
+        timing = harness.time_call(runner.fn, warmup=warmup, min_time=config.min_time,
                                    max_repeat=config.max_repeat, sync=runner.sync)
     except (SkipCase, BackendUnavailableError) as exc:
         rec["status"] = f"skipped: {exc}"
@@ -269,6 +286,7 @@ def run_kernel_bench(config, competitors=None, on_group=None):
     config = replace(config, threads=threads)
     machine = machine_block(threads=threads, device=config.device)
     machine["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    machine["left_out_n_batch"] = left_out(config)
     cases = build_cases(config)
     total, done, records = len(cases) * len(config.ops), 0, []
     dtype = np.dtype(config.dtype)
@@ -424,6 +442,9 @@ def add_arguments(parser):
     parser.add_argument("--dense-cap-gib", type=float, default=DEFAULT_DENSE_CAP_BYTES / 2**30,
                         help="skip the dense peer when an n x n array exceeds this")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-case-gflop", type=float, default=None,
+                        help="leave out grid cases whose dense-equivalent product 2*n*n*batch "
+                             "exceeds this many GFLOP (to bound the run time)")
     parser.add_argument("--pause", type=float, default=0.05,
                         help="seconds to sleep before timing each competitor (idle thread pools)")
     return parser
@@ -441,7 +462,7 @@ def config_from_args(args):
         ops=tuple(args.ops), fixed_nnz_per_row=args.fixed_nnz_per_row, dtype=args.dtype,
         device=args.device, backends=tuple(args.backends) if args.backends else None,
         max_repeat=args.repeat, min_time=args.min_time, warmup=args.warmup, seed=args.seed,
-        pause=args.pause,
+        pause=args.pause, max_case_gflop=args.max_case_gflop,
         threads=args.threads, dense_cap_bytes=int(args.dense_cap_gib * 2**30), **grid)
 
 
@@ -452,6 +473,9 @@ def run_from_args(args, stream=None):
     competitors = list(config.backends or default_competitors(config.device))
     if not competitors:
         _nothing_to_measure(config.device)
+    for n, b in left_out(config):
+        print(f"left out (--max-case-gflop {config.max_case_gflop:g}): n={n}, batch={b}",
+              file=stream)
     n_cases = len(build_cases(config)) * len(config.ops)
     print(f"kernel benchmark: {n_cases} case x op groups, competitors {competitors}, "
           f"{config.dtype}, device {config.device}", file=stream)

@@ -50,6 +50,8 @@ def machine_section(records):
         f"{v.get('ctre_sparse')}",
         f"- run started {m.get('started_utc')}; load average (1, 5, 15 min) at start "
         f"{m.get('loadavg')}, at end {m.get('loadavg_end')}",
+        f"- grid cases left out to bound the run time (n, batch): "
+        f"{m.get('left_out_n_batch') or 'none'}",
         f"- dtype {records[0].get('dtype')}, seed {records[0].get('seed')}, "
         f"{len(records)} records ({sum(r['status'] == 'ok' for r in records)} ok, "
         f"{sum(r['status'].startswith('skipped') for r in records)} skipped, "
