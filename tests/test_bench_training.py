@@ -379,3 +379,10 @@ def test_time_epochs_trains_exactly_as_trainer_fit():
     for la, lb in zip(a.model.layers, b.model.layers):
         assert np.array_equal(la.W.indices, lb.W.indices)
         assert np.array_equal(la.W.data, lb.W.data)
+
+
+def test_label_noise():
+    X0, y0 = tb.make_data(20000, seed=3, label_noise=0.0)
+    X1, y1 = tb.make_data(20000, seed=3)  # 10% of labels redrawn (9% end up different)
+    assert np.array_equal(X0, X1)
+    assert 0.08 < np.mean(y0 != y1) < 0.10
