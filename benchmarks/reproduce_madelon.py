@@ -25,8 +25,11 @@ concentration) and prints a JSON report.
 
 Examples
 --------
-    PYTHONPATH=. python benchmarks/reproduce_madelon.py --epochs 200 --seeds 0 1 2 3 4
-    PYTHONPATH=. python benchmarks/reproduce_madelon.py --table --out docs/reproduction_results.jsonl
+    PYTHONPATH=. python benchmarks/reproduce_madelon.py --threads 1 --epochs 200 --seeds 0 1 2 3 4
+    PYTHONPATH=. python benchmarks/reproduce_madelon.py --table --epochs 200 \
+        --out docs/reproduction_results.jsonl
+
+See docs/reproduction.md for the results and what they show.
 """
 
 from __future__ import annotations
