@@ -100,9 +100,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : float in [0, 1), default 0.1
         Part of the training data held out (stratified) by :meth:`fit` to
         measure validation accuracy (CTRE-seq's switch uses it). 0 disables.
-    patience : int, default 5
+    patience : int, default 40
         Epochs without validation improvement before CTRE-seq switches from
-        cosine to random growth.
+        cosine to random growth (40, the CTRE authors' ``early_stop_epoch``).
     cosine_samples : int, optional
         Training samples whose activations feed the cosine similarity after
         each epoch; None uses all.
@@ -158,7 +158,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), *, epsilon=1.0, density=None,
                  zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=0.01,
                  momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
-                 max_epochs=100, validation_fraction=0.1, patience=5, cosine_samples=None,
+                 max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  dropout=0.0, random_state=None, verbose=0, backend="auto", device="cpu",
                  checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes

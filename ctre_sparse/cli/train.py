@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 #: Defaults of the command (measured on 2 shared cores: ~10 s, test accuracy 0.97-0.98).
 DEFAULTS = dict(dataset="digits", growth="ctre_sim", epsilon=10.0, zeta=0.2, epochs=40,
                 hidden="256,256", learning_rate=0.05, batch_size=100, activation="relu",
-                seed=0, backend="auto", device="cpu", checkpoint_every=10)
+                seed=0, backend="auto", device="cpu", checkpoint_every=10, patience=40,
+                cosine_samples=None)
 
 
 class ProgressBar:
@@ -117,6 +118,11 @@ def register(subparsers):
     p.add_argument("--activation", default=d["activation"],
                    choices=["relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid"],
                    help="hidden activation (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=d["patience"],
+                   help="epochs without validation improvement before ctre_seq switches to "
+                        "random growth (default: %(default)s)")
+    p.add_argument("--cosine-samples", type=int, default=d["cosine_samples"],
+                   help="training samples feeding the cosine similarity (default: all)")
     p.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
     p.add_argument("--backend", default=d["backend"],
                    help="kernel backend: auto, native, numba, reference (default: %(default)s)")
@@ -141,7 +147,7 @@ def _estimator(args, out):
         hidden_layer_sizes=_hidden(args.hidden), epsilon=args.epsilon, density=args.density,
         zeta=args.zeta, growth=args.growth, activation=args.activation,
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
-        random_state=args.seed, backend=args.backend, device=args.device,
+        patience=args.patience, cosine_samples=args.cosine_samples, random_state=args.seed, backend=args.backend, device=args.device,
         checkpoint_dir=out, checkpoint_every=max(1, args.checkpoint_every))
 
 

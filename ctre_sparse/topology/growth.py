@@ -245,14 +245,14 @@ class CTRESeqGrowth(CosineGrowth):
 
     Parameters
     ----------
-    patience : int, default 5
+    patience : int, default 40
         Epochs without improvement of the monitored accuracy before the
         switch to random growth (which is permanent).
     """
 
     name = "ctre_seq"
 
-    def __init__(self, patience=5):
+    def __init__(self, patience=40):
         if int(patience) < 1:
             raise ValueError(f"patience must be >= 1, got {patience!r}")
         self.patience = int(patience)
@@ -344,14 +344,14 @@ GROWTH_STRATEGIES = {cls.name: cls for cls in
                      (RandomGrowth, CosineGrowth, CTRESeqGrowth, CTRESimGrowth, StaticGrowth)}
 
 
-def get_growth(name, *, patience=5):
+def get_growth(name, *, patience=40):
     """Return the growth strategy called ``name`` (a strategy object passes through).
 
     Parameters
     ----------
     name : {"random", "set", "cosine", "ctre_seq", "ctre_sim", "static"} or GrowthStrategy
         ``"set"`` is an alias of ``"random"``.
-    patience : int, default 5
+    patience : int, default 40
         Only for ``"ctre_seq"``.
 
     Examples

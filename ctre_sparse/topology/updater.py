@@ -37,7 +37,7 @@ class TopologyUpdater:
     cosine_samples : int, default 1000
         Training samples whose activations feed cosine growth (a random
         subset drawn from the update's ``rng``; all samples when fewer).
-    patience : int, default 5
+    patience : int, default 40
         For ``growth="ctre_seq"``.
     block_bytes : int, optional
         Memory budget of a block of cosine scores.
@@ -55,7 +55,7 @@ class TopologyUpdater:
     (True, True)
     """
 
-    def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=5,
+    def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=40,
                  block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto"):
         if not 0.0 <= float(zeta) < 1.0:
             raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
