@@ -153,14 +153,17 @@ def markdown_report(records, n=4096, density=0.01, batch=128):
         "### Skipped\n\n" + notes])
 
 
-def update_markdown(path, text):
-    """Replace what lies between :data:`START` and :data:`END` in file ``path``."""
+def update_markdown(path, text, start=START, end=END):
+    """Replace what lies between the markers ``start`` and ``end`` in file ``path``.
+
+    The defaults are the kernel-results markers :data:`START` and :data:`END`.
+    """
     with open(path, encoding="utf-8") as fh:
         doc = fh.read()
-    if START not in doc or END not in doc:
-        raise ValueError(f"{path} must contain the markers {START} and {END}")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    doc = pattern.sub(lambda _: f"{START}\n{text}\n{END}", doc, count=1)
+    if start not in doc or end not in doc:
+        raise ValueError(f"{path} must contain the markers {start} and {end}")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    doc = pattern.sub(lambda _: f"{start}\n{text}\n{end}", doc, count=1)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(doc)
     logger.info("updated %s", path)

@@ -7,12 +7,8 @@
 
 from __future__ import annotations
 
-import logging
-import re
-
+from . import report
 from .training_profile import format_profile
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["START", "END", "format_record", "markdown_results", "update_markdown"]
 
@@ -143,13 +139,4 @@ def markdown_results(records):
 
 def update_markdown(path, text):
     """Replace what lies between :data:`START` and :data:`END` in file ``path``."""
-    with open(path, encoding="utf-8") as fh:
-        doc = fh.read()
-    if START not in doc or END not in doc:
-        raise ValueError(f"{path} must contain the markers {START} and {END}")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    doc = pattern.sub(lambda _: f"{START}\n{text}\n{END}", doc, count=1)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(doc)
-    logger.info("updated %s", path)
-    return path
+    return report.update_markdown(path, text, start=START, end=END)
