@@ -37,6 +37,7 @@ import numpy as np
 
 from ._device import device_generator, synchronize, to_host, to_module
 from ._random import check_random_state
+from .nn import _cpu_kernels
 from .sparse import array_module
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,9 @@ class Trainer:
             self._xbuf = np.empty(shape, dtype=X.dtype)
             self._rowbuf = np.empty(shape[::-1], dtype=X.dtype)
         if X.flags.c_contiguous:
+            if _cpu_kernels.AVAILABLE and idx.size and 0 <= idx.min() and idx.max() < X.shape[1]:
+                _cpu_kernels.gather_columns(X, idx, self._xbuf)  # parallel: ~2x np.take here
+                return self._xbuf
             return np.take(X, idx, axis=1, out=self._xbuf, mode="clip")
         # F-ordered (a transposed sample-major array): gather whole rows, then transpose
         np.take(X.T, idx, axis=0, out=self._rowbuf, mode="clip")

@@ -116,6 +116,10 @@ class OpProfiler:
         for act in {id(a): a for a in model.hidden_activations}.values():
             prof.patch(act, "forward", "activation forward")
             prof.patch(act, "backward", "activation backward")
+        from ..nn import _cpu_kernels  # the fused CPU glue the model calls by module attribute
+        if _cpu_kernels.AVAILABLE:
+            prof.patch(_cpu_kernels, "bias_left_relu_forward", "bias add + activation forward")
+            prof.patch(_cpu_kernels, "left_relu_backward", "activation backward")
         prof.patch(trainer.optimizer, "step", "SGD update")
         prof.patch(trainer, "_batch", "batch gather")
         prof.patch(trainer, "_train_batches", "loop glue (order, argmax, finite checks)")

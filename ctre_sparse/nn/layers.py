@@ -93,16 +93,19 @@ class SparseLinear(PicklesArrayModule):
         self.set_weight(W)
         return self
 
-    def forward(self, X, out=None):
+    def forward(self, X, out=None, *, bias=True):
         """Return ``W @ X + b[:, None]`` (written into ``out`` when given).
 
         Parameters
         ----------
         X : ndarray, shape (n_in, batch), C-contiguous, dtype of W
         out : ndarray, shape (n_out, batch), optional
+        bias : bool, default True
+            False: return ``W @ X`` only (the caller adds the bias itself).
         """
         out = ops.spmm(self.W, X, out=out, backend=self.backend, check_finite=False)
-        out += self.b[:, None]
+        if bias:
+            out += self.b[:, None]
         return out
 
     def backward(self, dY, X, *, need_dX=True, out=None):

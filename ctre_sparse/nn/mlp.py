@@ -10,7 +10,8 @@ from .._device import PicklesArrayModule, fill_uniform, to_host
 from .._random import check_random_state
 from ..backends import get_backend
 from ..sparse import CSRMatrix
-from .activations import get_activation
+from . import _cpu_kernels
+from .activations import _LeftSlopeReLU, get_activation
 from .init import erdos_renyi
 from .layers import SparseLinear
 from .losses import cross_entropy_grad, softmax
@@ -205,11 +206,19 @@ class SparseMLP(PicklesArrayModule):
         H = X
         last = self.n_layers - 1
         for i, layer in enumerate(self.layers):
-            Z = layer.forward(H, out=self._buf(("Z", i), (layer.W.n_out, batch)))
-            Zs.append(Z)
-            if i == last:
-                break
-            A = self.hidden_activations[i].forward(Z, out=self._buf(("A", i), Z.shape))
+            Zbuf = self._buf(("Z", i), (layer.W.n_out, batch))
+            act = self.hidden_activations[i] if i < last else None
+            if self._fused(act):  # W @ H, then bias + activation in one parallel pass
+                Z = layer.forward(H, out=Zbuf, bias=False)
+                A = self._buf(("A", i), Z.shape)
+                _cpu_kernels.bias_left_relu_forward(Z, layer.b, Z.dtype.type(act.slope), Z, A)
+                Zs.append(Z)
+            else:
+                Z = layer.forward(H, out=Zbuf)
+                Zs.append(Z)
+                if i == last:
+                    break
+                A = act.forward(Z, out=self._buf(("A", i), Z.shape))
             As.append(A)
             H = A
             if training and self.dropout > 0:
@@ -265,9 +274,20 @@ class SparseMLP(PicklesArrayModule):
                 break
             if masks:
                 dH *= masks[i - 1]
-            G = self.hidden_activations[i - 1].backward(Zs[i - 1], As[i - 1], dH,
-                                                        work=self._buf(("W", i), dH.shape))
+            act = self.hidden_activations[i - 1]
+            if self._fused(act):  # dH *= f'(Z) in one parallel pass
+                t = dH.dtype.type
+                _cpu_kernels.left_relu_backward(Zs[i - 1], dH, t(act.slope),
+                                                t(1.0 - act.slope), act.slope == 0.0)
+                G = dH
+            else:
+                G = act.backward(Zs[i - 1], As[i - 1], dH, work=self._buf(("W", i), dH.shape))
         return loss
+
+    def _fused(self, act):
+        """True when the compiled CPU kernels handle ``act`` (NumPy model, ReLU family)."""
+        return (act is not None and self.xp is np and _cpu_kernels.AVAILABLE
+                and isinstance(act, _LeftSlopeReLU))
 
     def activations(self, X, batch_size=1024):
         """Per-layer post-activation outputs, for cosine growth.

@@ -8,10 +8,15 @@ import numpy as np
 
 from .._device import PicklesArrayModule, module_for, sgd_update_kernel, to_host, to_module
 from ..sparse import array_module
+from . import _cpu_kernels
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SGD"]
+
+#: From this many entries on, the CPU update runs in parallel (same arithmetic per entry;
+#: measured on 2 cores: 7.0 -> 5.5 us at 40,000 float32 entries, 2x from 2**18 on).
+_PARALLEL_MIN = 1 << 15
 
 try:  # one fused pass over (w, g, v) instead of ~6 NumPy passes
     import numba
@@ -129,8 +134,9 @@ class SGD(PicklesArrayModule):
         if self.fused:
             t = w.dtype.type  # scalars in the array dtype: float32 math stays float32
             if self._xp is np:
-                _fused_update(w, g, v, t(self.current_lr), t(self.momentum), t(decay),
-                              self.nesterov)
+                big = _cpu_kernels.AVAILABLE and w.shape[0] >= _PARALLEL_MIN
+                update = _cpu_kernels.sgd_update_parallel if big else _fused_update
+                update(w, g, v, t(self.current_lr), t(self.momentum), t(decay), self.nesterov)
             else:
                 sgd_update_kernel()(t(self.current_lr), t(self.momentum), t(decay),
                                     np.int32(self.nesterov), w, g, v)
