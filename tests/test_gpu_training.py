@@ -147,6 +147,7 @@ def test_fake_device_runs_the_device_branches_like_the_cpu(data, growth):
             np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN on purpose
 def test_device_loop_reports_divergence_at_the_end_of_the_epoch(data):
     X, y = data
     trainer = _device_loop(_trainer("random", lr=1e6))
