@@ -101,7 +101,7 @@ def synchronize(xp):
 def sgd_update_kernel():
     """The fused SGD step as a CuPy ``ElementwiseKernel`` (compiled on first use).
 
-    Same arithmetic as :func:`ctre_sparse.nn.optim._fused_update` (numba, CPU)::
+    Same arithmetic as :func:`ctre_sparse.nn._cpu_kernels.sgd_update` (numba, CPU)::
 
         gi = g + decay * w;  vi = mu * v + gi;  if (mu != 0) v = vi;
         step = lr * (nesterov ? gi + mu * vi : vi);  g = step;  w -= step;

@@ -19,7 +19,7 @@ import logging
 logger = logging.getLogger(__name__)
 
 __all__ = ["AVAILABLE", "bias_left_relu_forward", "left_relu_backward",
-           "gather_columns", "sgd_update_parallel"]
+           "gather_columns", "sgd_update"]
 
 try:
     import numba
@@ -70,10 +70,16 @@ if AVAILABLE:
                 out[i, j] = X[i, idx[j]]
 
     @numba.njit(parallel=True, cache=True, nogil=True)
-    def sgd_update_parallel(w, g, v, lr, mu, decay, nesterov):  # pragma: no cover - compiled
-        """The fused SGD update of :mod:`.optim` (same arithmetic), parallel over the entries.
+    def sgd_update(w, g, v, lr, mu, decay, nesterov):  # pragma: no cover - compiled
+        """The fused SGD step of :class:`~ctre_sparse.nn.optim.SGD`, parallel over the entries.
 
-        The branches are hoisted out of the loops so that each loop vectorizes.
+        ``w[n], g[n], v[n]`` of one dtype, scalars of that dtype; mutates all
+        three (``g`` receives the applied step, ``v`` the new momentum). Each
+        entry's arithmetic is independent of the others and of the thread
+        count. The branches are hoisted out of the loops so that each loop
+        vectorizes. One kernel for every size: on 2 cores the parallel region
+        costs about 1 us more than a serial loop below ~30,000 entries (a few
+        ms per training epoch) and halves the time from ~2**18 entries on.
         """
         n = w.shape[0]
         if mu != 0 and nesterov:
@@ -101,4 +107,4 @@ if AVAILABLE:
                 w[i] -= step
 else:  # pragma: no cover
     bias_left_relu_forward = left_relu_backward = None
-    gather_columns = sgd_update_parallel = None
+    gather_columns = sgd_update = None

@@ -14,28 +14,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SGD"]
 
-#: From this many entries on, the CPU update runs in parallel (same arithmetic per entry).
-#: Measured on 2 cores right after a native kernel, as in training: 9.1 -> 7.5 us at
-#: 40,000 float32 entries, about 2x from 2**18 entries on.
-_PARALLEL_MIN = 1 << 15
-
-try:  # one fused pass over (w, g, v) instead of ~6 NumPy passes
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def _fused_update(w, g, v, lr, mu, decay, nesterov):  # pragma: no cover - compiled
-        """``w[nnz], g[nnz], v[nnz]`` of one dtype, scalars of that dtype; mutates w, g, v."""
-        for i in range(w.shape[0]):
-            gi = g[i] + decay * w[i]
-            vi = mu * v[i] + gi
-            if mu != 0:
-                v[i] = vi
-            step = lr * (gi + mu * vi if nesterov else vi)
-            g[i] = step
-            w[i] -= step
-except ImportError:  # pragma: no cover - numba is a dependency; NumPy path stays correct
-    _fused_update = None
-
 
 class SGD(PicklesArrayModule):
     """SGD with momentum, optional Nesterov, and L2 weight decay on the nonzeros.
@@ -94,7 +72,7 @@ class SGD(PicklesArrayModule):
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
         self.schedule = schedule
-        self.fused = bool(fused) and _fused_update is not None
+        self.fused = bool(fused) and _cpu_kernels.AVAILABLE
         self.current_lr = self.learning_rate
         self.velocity_W = None  # list of arrays aligned with each layer's W.data
         self.velocity_b = None
@@ -135,9 +113,8 @@ class SGD(PicklesArrayModule):
         if self.fused:
             t = w.dtype.type  # scalars in the array dtype: float32 math stays float32
             if self._xp is np:
-                big = _cpu_kernels.AVAILABLE and w.shape[0] >= _PARALLEL_MIN
-                update = _cpu_kernels.sgd_update_parallel if big else _fused_update
-                update(w, g, v, t(self.current_lr), t(self.momentum), t(decay), self.nesterov)
+                _cpu_kernels.sgd_update(w, g, v, t(self.current_lr), t(self.momentum), t(decay),
+                                        self.nesterov)
             else:
                 sgd_update_kernel()(t(self.current_lr), t(self.momentum), t(decay),
                                     np.int32(self.nesterov), w, g, v)
