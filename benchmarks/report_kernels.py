@@ -2,13 +2,16 @@
 
     PYTHONPATH=. python benchmarks/report_kernels.py docs/bench_kernels_cpu.json \
         --update docs/benchmarks.md
+    PYTHONPATH=. python benchmarks/report_kernels.py --gpu docs/bench_kernels_gpu.json \
+        --update docs/benchmarks.md     # the GPU section (its own markers)
 """
 
 import argparse
 import sys
 
 from ctre_sparse.bench.harness import read_json
-from ctre_sparse.bench.report import markdown_report, update_markdown
+from ctre_sparse.bench.report import (GPU_END, GPU_START, gpu_markdown_report, markdown_report,
+                                      update_markdown)
 
 
 def main(argv=None):
@@ -17,10 +20,17 @@ def main(argv=None):
     parser.add_argument("--update", metavar="MD",
                         help="replace the text between the results markers of this file "
                              "(default: print to stdout)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="records of `--device cuda`: GPU targets (n=16384, batch 128-1024) "
+                             "between the gpu-results markers")
     args = parser.parse_args(argv)
-    text = markdown_report(read_json(args.json))
+    records = read_json(args.json)
+    text = gpu_markdown_report(records) if args.gpu else markdown_report(records)
     if args.update:
-        update_markdown(args.update, text)
+        if args.gpu:
+            update_markdown(args.update, text, GPU_START, GPU_END)
+        else:
+            update_markdown(args.update, text)
         print(f"updated {args.update}")
     else:
         print(text)

@@ -295,6 +295,39 @@ def test_markdown_report_and_update(tmp_path):
         report.update_markdown(doc, "NEW")
 
 
+def test_gpu_report_targets_and_markers(tmp_path):
+    from ctre_sparse.bench import report
+
+    def gpu_rec(op, backend, t, batch):
+        return _synthetic(op, backend, t, n=16384, batch=batch, device="cuda")
+
+    recs = []
+    for batch, ours in ((128, 1.0), (1024, 3.0)):
+        recs += [gpu_rec("spmm", "cuda", ours, batch), gpu_rec("spmm", "cusparse", 2.5, batch),
+                 gpu_rec("spmm", "dense", 4.0, batch), gpu_rec("sddmm", "cuda", 1.0, batch),
+                 gpu_rec("sddmm", "dense", 1.2, batch)]
+    for r in recs:
+        r["machine"] = {"gpu": {"available": True, "gpu": "NVIDIA H100", "memory_gib": 79.1,
+                                "devices": 1, "cupy": "13.6.0", "cuda_runtime": 12080,
+                                "cuda_driver": 12080}}
+    harness.add_ratios(recs)
+    text = report.gpu_markdown_report(recs)
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line
+            for line in text.splitlines() if line.startswith("| sp") or line.startswith("| sd")}
+    assert "| 2.50 | 2 |" in rows[("spmm", "128")] and rows[("spmm", "128")].endswith("met |")
+    assert "**missed**" in rows[("spmm", "1024")]  # 2.5 / 3.0 < 2
+    assert "dense cuBLAS product" in rows[("sddmm", "128")]
+    assert "**missed**" in rows[("sddmm", "128")]  # 1.2x < 1.5x
+    assert rows[("spmm", "256")].endswith("not measured |")
+    assert "- GPU: NVIDIA H100 (79.1 GiB)" in text
+    doc = tmp_path / "b.md"
+    doc.write_text(f"{report.START}\ncpu\n{report.END}\n{report.GPU_START}\nold\n"
+                   f"{report.GPU_END}\n")
+    report.update_markdown(doc, text, report.GPU_START, report.GPU_END)
+    assert "cpu" in doc.read_text() and "old" not in doc.read_text()
+    assert "none (no GPU description" in report.gpu_line([_synthetic("spmm", "cuda", 1.0)])
+
+
 def test_thread_limits_set_and_restore():
     numba = pytest.importorskip("numba")
     before = numba.get_num_threads()

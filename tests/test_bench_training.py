@@ -364,6 +364,24 @@ def test_markdown_results_and_doc_update(tiny_records, tmp_path, capsys):
         training_report.update_markdown(doc, text)
 
 
+def test_gpu_records_go_to_the_gpu_section(tiny_records, tmp_path):
+    """``--update-doc`` with records of ``--device cuda`` leaves the CPU section alone."""
+    from ctre_sparse.bench import training_report as tr
+
+    gpu = {"available": True, "gpu": "NVIDIA H200", "devices": 1, "cupy": "13.6.0",
+           "cuda_runtime": 12080, "cuda_driver": 12080, "memory_gib": 139.8}
+    recs = [dict(r, device="cuda", machine=dict(r["machine"], gpu=gpu)) for r in tiny_records]
+    json_path = harness.write_json(recs, tmp_path / "g.json")
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"{tr.START}\ncpu figures\n{tr.END}\n{tr.GPU_START}\nold\n{tr.GPU_END}\n")
+    assert tb.run_from_args(_parse(["--from-json", str(json_path), "--update-doc",
+                                    str(doc)])) == 0
+    new = doc.read_text()
+    cpu_part, gpu_part = new.split(tr.GPU_START)
+    assert "cpu figures" in cpu_part and "old" not in gpu_part
+    assert "- GPU: NVIDIA H200 (139.8 GiB)" in gpu_part and "CuPy 13.6.0" in gpu_part
+
+
 def test_time_epochs_trains_exactly_as_trainer_fit():
     config = tiny()
     X, y = tb.make_data(200, seed=5)

@@ -14,9 +14,19 @@ from .kernels import key_figures
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["markdown_report", "update_markdown", "START", "END"]
+__all__ = ["markdown_report", "gpu_markdown_report", "update_markdown", "START", "END",
+           "GPU_START", "GPU_END"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+GPU_START, GPU_END = "<!-- gpu-results:start -->", "<!-- gpu-results:end -->"
+#: The GPU issue's targets: (op, ratio field of the record, goal, what the ratio is against).
+#: cupyx exposes no SDDMM, so sddmm is compared with the dense peer, which on the GPU is the
+#: full cuBLAS product ``G @ X.T`` followed by a gather at the pattern.
+GPU_TARGETS = (
+    ("spmm", "speedup_vs_cusparse", 2.0, "cuSPARSE SpMM (cupyx `csr @ dense`, default algorithm)"),
+    ("spmm_t", "speedup_vs_cusparse", None, "cuSPARSE SpMM on the transpose (no goal)"),
+    ("sddmm", "speedup_vs_dense", 1.5, "dense cuBLAS product, then a gather at the pattern"),
+)
 _OURS = ("native", "numba", "cuda", "reference")
 
 
@@ -151,6 +161,49 @@ def markdown_report(records, n=4096, density=0.01, batch=128):
         "### Time per nonzero at fixed nonzeros per row\n\n" + fixed_nnz_table(records),
         "### The whole grid\n\n" + grid_tables(records),
         "### Skipped\n\n" + notes])
+
+
+def gpu_line(records):
+    """The GPU the records were measured on (from the machine block), one line."""
+    g = (records[0].get("machine") or {}).get("gpu") or {}
+    if not g.get("available"):
+        return f"- GPU: none ({g.get('reason', 'no GPU description in the records')})"
+    return (f"- GPU: {g.get('gpu')} ({g.get('memory_gib')} GiB), {g.get('devices')} device(s); "
+            f"CuPy {g.get('cupy')}, CUDA runtime {g.get('cuda_runtime')}, driver "
+            f"{g.get('cuda_driver')}")
+
+
+def gpu_targets_table(records, n=16384, density=0.01, batches=(128, 256, 512, 1024)):
+    """The GPU issue's targets: our ``cuda`` backend against cuSPARSE / the dense baseline."""
+    lines = ["| op | batch | ours GFLOP/s | against | speedup | goal | of dense cuBLAS | verdict |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+    for op, key, goal, against in GPU_TARGETS:
+        for b in batches:
+            rows = _ok(records, series="grid", op=op, backend="cuda", n_out=n,
+                       density=density, batch=b)
+            if not rows:
+                lines.append(f"| {op} | {b} | – | {against} | – | {_f(goal, 'g')} | – | "
+                             "not measured |")
+                continue
+            r = rows[0]
+            value = r.get(key)
+            if goal is None or value is None:
+                verdict = "–" if goal is None else "not measured"
+            else:
+                verdict = "met" if value >= goal else "**missed**"
+            lines.append(f"| {op} | {b} | {r['gflops']:.1f} | {against} | {_f(value, '.2f')} | "
+                         f"{_f(goal, 'g')} | {_f(r.get('fraction_of_dense'), '.1%')} | "
+                         f"{verdict} |")
+    return "\n".join(lines)
+
+
+def gpu_markdown_report(records, n=16384, density=0.01, batches=(128, 256, 512, 1024)):
+    """The GPU result sections (machine, targets, whole grid) as one markdown string."""
+    return "\n\n".join([
+        "### Machine\n\n" + gpu_line(records) + "\n" + machine_section(records),
+        f"### Targets (n={n}, density {density:g}, batch {', '.join(map(str, batches))})\n\n"
+        + gpu_targets_table(records, n, density, batches),
+        "### The whole grid\n\n" + grid_tables(records)])
 
 
 def update_markdown(path, text, start=START, end=END):

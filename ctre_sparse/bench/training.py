@@ -632,8 +632,10 @@ def run_from_args(args, stream=None):
 
 def _update_doc(args, records, stream):
     if args.update_doc:
-        update_markdown(args.update_doc, markdown_results(records))
-        print(f"updated the training results in {args.update_doc}", file=stream)
+        gpu = any(r.get("device") == "cuda" for r in records)
+        update_markdown(args.update_doc, markdown_results(records), gpu=gpu)
+        print(f"updated the {'GPU ' if gpu else ''}training results in {args.update_doc}",
+              file=stream)
 
 
 def main(argv=None):

@@ -10,9 +10,11 @@ from __future__ import annotations
 from . import report
 from .training_profile import format_profile
 
-__all__ = ["START", "END", "format_record", "markdown_results", "update_markdown"]
+__all__ = ["START", "END", "GPU_START", "GPU_END", "format_record", "markdown_results",
+           "update_markdown"]
 
 START, END = "<!-- training-results:start -->", "<!-- training-results:end -->"
+GPU_START, GPU_END = "<!-- gpu-training-results:start -->", "<!-- gpu-training-results:end -->"
 
 
 def _fmt(value, spec, suffix=""):
@@ -64,7 +66,8 @@ def _machine(rec):
     v = m.get("versions", {})
     code = m.get("code") or {}
     dirty = code.get("dirty")
-    return "\n".join([
+    gpu = [report.gpu_line([rec])] if "gpu" in m else []
+    return "\n".join(gpu + [
         f"- CPU: {m.get('cpu')}, {m.get('cores')} usable cores, ISA "
         f"{', '.join(m.get('isa') or []) or '?'}; native kernels: {m.get('native_isa')}",
         f"- threads (ours, torch, BLAS): {m.get('threads')}; load average at start "
@@ -137,6 +140,9 @@ def markdown_results(records):
     return "\n\n".join(parts)
 
 
-def update_markdown(path, text):
-    """Replace what lies between :data:`START` and :data:`END` in file ``path``."""
+def update_markdown(path, text, gpu=False):
+    """Replace what lies between :data:`START` and :data:`END` in file ``path``
+    (:data:`GPU_START` and :data:`GPU_END` for GPU records, ``gpu=True``)."""
+    if gpu:
+        return report.update_markdown(path, text, start=GPU_START, end=GPU_END)
     return report.update_markdown(path, text, start=START, end=END)
