@@ -69,6 +69,7 @@ constexpr size_t kStackSize = 128 * 1024;
 
 enum class St : unsigned char { Runnable, WaitWarp, WaitBlock, Done };
 enum Kind { kShflIdx = 1, kShflXor = 2 };
+enum Schedule { kRoundRobin = 0, kReverse = 1, kWarpGreedy = 2, kWarpGreedyReverse = 3, kRandom = 4 };
 
 struct Fiber {
     jmp_buf jb;
@@ -111,6 +112,8 @@ struct State {
     void* ctx = nullptr;
     std::string error;
     std::mutex lock;
+    int schedule = kRoundRobin;
+    unsigned long long seed = 0, launch_blocks = 0;
 #ifdef EMU_ASAN
     const void* sched_bottom = nullptr;
     size_t sched_size = 0;
@@ -404,6 +407,53 @@ inline std::string describe_deadlock() {
     return msg;
 }
 
+inline unsigned long long next_random(unsigned long long& x) {  // xorshift64*
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+inline bool warp_runnable(int w) {
+    State& s = S();
+    const unsigned end = 32u * w + 32 < s.n_threads ? 32u * w + 32 : s.n_threads;
+    for (unsigned i = 32u * w; i < end; ++i)
+        if (s.fibers[i].st == St::Runnable) return true;
+    return false;
+}
+
+// The next warp to step, by the schedule policy; -1 when none can run (deadlock).
+// Lanes of a warp meet at every shuffle anyway; the policies change how far
+// warps run ahead of each other between __syncthreads, to expose missing ones.
+inline int pick_warp(int n_warps, int last, unsigned long long& rng) {
+    State& s = S();
+    switch (s.schedule) {
+        case kWarpGreedy:
+            for (int w = 0; w < n_warps; ++w) if (warp_runnable(w)) return w;
+            return -1;
+        case kWarpGreedyReverse:
+            for (int w = n_warps - 1; w >= 0; --w) if (warp_runnable(w)) return w;
+            return -1;
+        case kRandom: {
+            int ready[kMaxThreads / 32], count = 0;
+            for (int w = 0; w < n_warps; ++w) if (warp_runnable(w)) ready[count++] = w;
+            return count ? ready[next_random(rng) % count] : -1;
+        }
+        case kReverse:
+            for (int k = 1; k <= n_warps; ++k) {
+                const int w = ((last < 0 ? n_warps : last) - k + n_warps) % n_warps;
+                if (warp_runnable(w)) return w;
+            }
+            return -1;
+        default:  // round robin
+            for (int k = 1; k <= n_warps; ++k) {
+                const int w = (last + k) % n_warps;
+                if (warp_runnable(w)) return w;
+            }
+            return -1;
+    }
+}
+
 inline bool run_block() {
     State& s = S();
     const unsigned n = s.n_threads;
@@ -424,15 +474,26 @@ inline bool run_block() {
     s.n_done = s.n_sync = 0;
     s.any_exited = false;
     std::memset(s.smem, 0xff, s.smem_size + 1);  // all-ones bytes: NaN floats, -1 integers
+    unsigned long long rng = (s.seed + 1) * 0x9e3779b97f4a7c15ull + s.launch_blocks++;
+    if (rng == 0) rng = 1;
+    const int n_warps = static_cast<int>((n + 31) / 32);
+    int last = -1;
     while (s.n_done < n) {
-        bool ran = false;
-        for (unsigned i = 0; i < n; ++i) {
-            if (s.fibers[i].st != St::Runnable) continue;
-            run_fiber(&s.fibers[i]);
-            ran = true;
+        const int w = pick_warp(n_warps, last, rng);
+        if (w < 0) return set_error(describe_deadlock());
+        const int lanes = n - 32u * w < 32 ? static_cast<int>(n - 32u * w) : 32;
+        const bool reverse = s.schedule == kReverse || s.schedule == kWarpGreedyReverse ||
+                             (s.schedule == kRandom && (next_random(rng) & 1));
+        const int start = s.schedule == kRandom ? static_cast<int>(next_random(rng) % lanes) : 0;
+        for (int k = 0; k < lanes; ++k) {  // one step of each runnable lane of the warp
+            int l = (start + k) % lanes;
+            if (reverse) l = lanes - 1 - l;
+            Fiber& f = s.fibers[32 * w + l];
+            if (f.st != St::Runnable) continue;
+            run_fiber(&f);
             if (s.failed) return false;
         }
-        if (!ran) return set_error(describe_deadlock());
+        last = w;
     }
     return true;
 }
@@ -529,6 +590,14 @@ int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block, si
 }
 
 inline const char* last_error() { return S().error.c_str(); }
+
+inline void set_schedule(int policy, unsigned long long seed) {
+    State& s = S();
+    std::lock_guard<std::mutex> guard(s.lock);
+    s.schedule = policy;
+    s.seed = seed;
+    s.launch_blocks = 0;
+}
 
 // ------------------------------------------------------- intrinsics (CUDA's overload set)
 #define EMU_SHFL_OVERLOADS(T)                                                              \

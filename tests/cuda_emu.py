@@ -19,6 +19,7 @@ neither), speed. See docs/gpu.md.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -58,6 +59,15 @@ _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
 _libs = {}
 _libs_lock = threading.Lock()
 
+#: How the blocks' warps are interleaved. Lanes of a warp meet at every shuffle
+#: whatever the policy; the policies change how far warps run ahead of one
+#: another between barriers, so a missing __syncthreads shows up under some.
+#: round_robin / reverse: one step of each warp in turn (0, 1, ... or n-1, ...);
+#: warp_greedy(_reverse): the lowest (highest) warp runs until it blocks at
+#: __syncthreads or exits; random: a seeded random warp, lanes in random order.
+SCHEDULES = ("round_robin", "reverse", "warp_greedy", "warp_greedy_reverse", "random")
+_schedule = ["round_robin", 0]
+
 
 class EmulationError(RuntimeError):
     """A kernel failed under the emulator (divergence, deadlock, bad launch or arguments)."""
@@ -95,6 +105,8 @@ def emulation_source(code, names, filename="kernel.cu"):
         out.append(f"{export} const char* emu_signature_{i}() {{ return "
                    f"::emu::signature(&{name}); }}")
     out.append(f"{export} const char* emu_last_error() {{ return ::emu::last_error(); }}")
+    out.append(f"{export} void emu_set_schedule(int policy, unsigned long long seed) {{ "
+               f"::emu::set_schedule(policy, seed); }}")
     return "\n".join(out) + "\n"
 
 
@@ -139,8 +151,31 @@ def compile_code(code, names):
         if path not in _libs:
             lib = ctypes.CDLL(str(path))
             lib.emu_last_error.restype = ctypes.c_char_p
+            lib.emu_set_schedule.argtypes = (ctypes.c_int, ctypes.c_ulonglong)
+            lib.emu_set_schedule(SCHEDULES.index(_schedule[0]), _schedule[1])
             _libs[path] = lib
         return _libs[path]
+
+
+def set_schedule(policy, seed=0):
+    """Use ``policy`` (one of :data:`SCHEDULES`) for every launch from now on."""
+    if policy not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {policy!r}")
+    with _libs_lock:
+        _schedule[:] = [policy, int(seed)]
+        for lib in _libs.values():
+            lib.emu_set_schedule(SCHEDULES.index(policy), int(seed))
+
+
+@contextlib.contextmanager
+def schedule(policy, seed=0):
+    """Context manager: launches inside it use ``policy``; the previous one is restored."""
+    previous = tuple(_schedule)
+    set_schedule(policy, seed)
+    try:
+        yield
+    finally:
+        set_schedule(*previous)
 
 
 def compile_stem(stem):

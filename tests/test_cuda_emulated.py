@@ -215,12 +215,16 @@ def test_mask_block(emu, dtype, index_dtype, r0, r1):
     np.testing.assert_array_equal(S, want)
 
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["plain", "sampled"])
 @pytest.mark.parametrize("k", [1, 50, 700])
 @pytest.mark.parametrize("block_rows", [7, 300])
 @pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=["i32", "i64"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_topk_exact_ties(emu, dtype, index_dtype, block_rows, k):
-    """Scaled one-hot rows score exactly 0 or 1: the tie order must match bit for bit."""
+def test_topk_exact_ties(emu, monkeypatch, dtype, index_dtype, block_rows, k, sampled):
+    """Scaled one-hot rows score exactly 0 or 1: the tie order must match bit for bit
+    (also through the sampled pre-threshold, forced by a tiny sample size)."""
+    if sampled:
+        monkeypatch.setattr(emu, "_TOPK_SAMPLE", 64)
     rng = np.random.default_rng(k)
     S = 8
     A = np.zeros((120, S), dtype=dtype)
@@ -251,6 +255,21 @@ def test_topk_random_scores(emu, dtype):
 
 
 # ------------------------------------------- kernels launched directly, tiny grids
+@pytest.mark.parametrize("policy", cuda_emu.SCHEDULES)
+def test_kernels_under_every_schedule(emu, monkeypatch, policy):
+    """Other interleavings of the warps (see cuda_emu.SCHEDULES), so a missing
+    __syncthreads or a cross-warp race would change the results."""
+    lengths, n_cols = MATRICES["mixed"]
+    with cuda_emu.schedule(policy, seed=7):
+        for path in ("warp", "block"):
+            monkeypatch.setattr(emu, "use_row_blocks", lambda *a: path == "block")
+            for batch in (33, 300):
+                _run_products(emu, *csr_from_lengths(lengths, n_cols, np.float64, np.int32),
+                              n_cols, batch, np.float64)
+        _sddmm_case(emu, lengths, n_cols, 65, np.float32, np.int64)
+        test_grid_stride_loops_with_one_block(emu)
+
+
 def test_grid_stride_loops_with_one_block(emu):
     """Launch each kernel with a grid of one block (and one batch tile) so every
     grid-stride loop takes more than one trip; the backend never does this."""
@@ -326,6 +345,20 @@ __global__ void sync_in_branch(float* out) {
     if (threadIdx.x < 64) __syncthreads();
     out[threadIdx.x] = 1.0f;
 }
+__global__ void tile_sums(const float* x, float* out, long long n_tiles, long long second_sync) {
+    extern __shared__ __align__(16) unsigned char raw[];
+    float* buf = reinterpret_cast<float*>(raw);
+    for (long long t = 0; t < n_tiles; ++t) {
+        buf[threadIdx.x] = x[t * blockDim.x + threadIdx.x];
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float s = 0.0f;
+            for (unsigned i = 0; i < blockDim.x; ++i) s += buf[i];
+            out[t] = s;
+        }
+        if (second_sync) __syncthreads();  // without it the next tile overwrites buf too early
+    }
+}
 __global__ void early_exit_then_sync(float* out, long long n) {
     if (threadIdx.x >= n) return;
     __syncthreads();
@@ -336,7 +369,7 @@ __global__ void early_exit_then_sync(float* out, long long n) {
 TOY_NAMES = ["ctre::warp_sums<int>", "ctre::warp_sums<long long>", "ctre::warp_sums<float>",
              "ctre::warp_sums<double>", "ctre::block_reverse", "ctre::reads_unwritten_smem",
              "ctre::shuffle_in_branch", "ctre::two_shuffle_sites", "ctre::sync_in_branch",
-             "ctre::early_exit_then_sync"]
+             "ctre::early_exit_then_sync", "ctre::tile_sums"]
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +418,23 @@ def test_emulator_reports_syncthreads_after_exit(toy):
     kernel(1, 128, (out, np.int64(128)))  # nobody exits early: fine
     with pytest.raises(cuda_emu.EmulationError, match="exited.*__syncthreads.*not every thread"):
         kernel(1, 128, (out, np.int64(100)))
+
+
+def test_emulator_schedules_expose_a_missing_syncthreads(toy):
+    kernel = toy.get_function("ctre::tile_sums")
+    x = np.arange(4 * 128, dtype=np.float32) % 7
+    want = x.reshape(4, 128).sum(axis=1)
+    wrong = set()
+    for policy in cuda_emu.SCHEDULES:
+        with cuda_emu.schedule(policy, seed=1):
+            for second_sync in (1, 0):
+                out = np.zeros(4, np.float32)
+                kernel(1, 128, (x, out, np.int64(4), np.int64(second_sync)), shared_mem=512)
+                if second_sync:
+                    np.testing.assert_array_equal(out, want)
+                elif not np.array_equal(out, want):
+                    wrong.add(policy)
+    assert "warp_greedy_reverse" in wrong  # the race is visible under some schedule
 
 
 def test_emulator_checks_arguments(toy):
