@@ -69,7 +69,7 @@ constexpr size_t kStackSize = 128 * 1024;
 
 enum class St : unsigned char { Runnable, WaitWarp, WaitBlock, Done };
 enum Kind { kShflIdx = 1, kShflXor = 2 };
-enum Schedule { kRoundRobin = 0, kReverse = 1, kWarpGreedy = 2, kWarpGreedyReverse = 3, kRandom = 4 };
+enum Schedule { kRoundRobin, kReverse, kWarpGreedy, kWarpGreedyReverse, kRandom };  // SCHEDULES
 
 struct Fiber {
     jmp_buf jb;
@@ -132,8 +132,7 @@ inline void to_sched() {  // fiber -> scheduler; returns when the fiber is resum
     Fiber* f = s.cur;
     if (!_setjmp(f->jb)) {
 #ifdef EMU_ASAN
-        __sanitizer_start_switch_fiber(f->st == St::Done && s.failed ? nullptr : &f->fake_stack,
-                                       s.sched_bottom, s.sched_size);
+        __sanitizer_start_switch_fiber(&f->fake_stack, s.sched_bottom, s.sched_size);
 #endif
         _longjmp(s.sched, 1);
     }
@@ -214,11 +213,12 @@ T shuffle(int line, int kind, unsigned mask, T value, int arg, int width) {
     static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle type");
     State& s = S();
     Fiber& f = cur();
+    auto who = [&f] { return describe_thread(f); };  // only built on an error
     Warp& w = s.warps[f.warp];
     const unsigned bit = 1u << f.lane;
     const char* name = kind_name(kind);
     if (!(mask & bit))
-        fail("%s (line %d): calling %s is not in mask 0x%08x", name, line, describe_thread(f).c_str(), mask);
+        fail("%s (line %d): calling %s is not in mask 0x%08x", name, line, who().c_str(), mask);
     if (mask & ~w.members)
         fail("%s (line %d): mask 0x%08x names lanes that do not exist (warp lanes 0x%08x)",
              name, line, mask, w.members);
@@ -226,15 +226,15 @@ T shuffle(int line, int kind, unsigned mask, T value, int arg, int width) {
         fail("%s (line %d): width %d is not a power of two in [1, 32]", name, line, width);
     if (mask & w.exited)
         fail("divergence: %s (line %d) reached by %s with mask 0x%08x, but lanes 0x%08x of "
-             "its warp have exited", name, line, describe_thread(f).c_str(), mask, mask & w.exited);
+             "its warp have exited", name, line, who().c_str(), mask, mask & w.exited);
     if (mask & w.at_sync)
         fail("divergence: %s (line %d) reached by %s with mask 0x%08x, but lanes 0x%08x of "
-             "its warp wait at __syncthreads (line %d)", name, line, describe_thread(f).c_str(), mask,
+             "its warp wait at __syncthreads (line %d)", name, line, who().c_str(), mask,
              mask & w.at_sync, s.sync_site);
     if (w.arrived) {
         if (w.mask != mask || w.site != line || w.kind != kind)
             fail("divergence: %s reached %s (line %d, mask 0x%08x) while lanes 0x%08x of its "
-                 "warp wait at %s (line %d, mask 0x%08x)", describe_thread(f).c_str(), name, line, mask,
+                 "warp wait at %s (line %d, mask 0x%08x)", who().c_str(), name, line, mask,
                  w.arrived, kind_name(w.kind), w.site, w.mask);
     } else {
         w.mask = mask;
@@ -279,17 +279,18 @@ T shuffle(int line, int kind, unsigned mask, T value, int arg, int width) {
 inline void syncthreads(int line) {
     State& s = S();
     Fiber& f = cur();
+    auto who = [&f] { return describe_thread(f); };  // only built on an error
     Warp& w = s.warps[f.warp];
     if (s.any_exited)
         fail("__syncthreads (line %d) reached by %s after other threads of the block exited: "
-             "not every thread reaches it", line, describe_thread(f).c_str());
+             "not every thread reaches it", line, who().c_str());
     if (w.arrived && (w.mask & (1u << f.lane)))
         fail("divergence: %s reached __syncthreads (line %d) while lanes 0x%08x of its warp "
-             "wait for it at %s (line %d)", describe_thread(f).c_str(), line, w.arrived, kind_name(w.kind),
+             "wait for it at %s (line %d)", who().c_str(), line, w.arrived, kind_name(w.kind),
              w.site);
     if (s.n_sync && s.sync_site != line)
         fail("%s reached __syncthreads at line %d while %u threads wait at the one at line %d",
-             describe_thread(f).c_str(), line, s.n_sync, s.sync_site);
+             who().c_str(), line, s.n_sync, s.sync_site);
     s.sync_site = line;
     if (++s.n_sync == s.n_threads) {
         for (unsigned i = 0; i < s.n_threads; ++i) s.fibers[i].st = St::Runnable;

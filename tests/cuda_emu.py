@@ -41,6 +41,8 @@ CXX = shutil.which("g++") or shutil.which("c++")
 FLAGS = ("-std=c++17", "-O1", "-fPIC", "-shared", "-fvisibility=hidden",
          "-Wno-unknown-pragmas", "-U_FORTIFY_SOURCE")
 ASAN_FLAGS = ("-fsanitize=address", "-fno-omit-frame-pointer")
+#: Set in the memcheck subprocess (see :func:`run_memcheck`): kernels built with ASan.
+SANITIZE = os.environ.get("CTRE_CUDA_EMU_ASAN") == "1"
 CACHE_DIR = Path(os.environ.get("CTRE_CUDA_EMU_CACHE") or
                  Path(tempfile.gettempdir()) / f"ctre_cuda_emu-{os.getuid()}")
 
@@ -146,7 +148,7 @@ def library_path(code, names, sanitize=False):
 
 def compile_code(code, names):
     """The loaded library (ctypes.CDLL) for ``code`` with launchers for ``names``."""
-    path = library_path(code, names)
+    path = library_path(code, names, sanitize=SANITIZE)
     with _libs_lock:
         if path not in _libs:
             lib = ctypes.CDLL(str(path))
@@ -325,3 +327,37 @@ class NumpyAsCupy:
     @staticmethod
     def sort(a):
         return np.sort(a, kind="stable")
+
+
+# ------------------------------------------------------------------ memcheck
+def libasan_path():
+    """The compiler's libasan.so (to LD_PRELOAD into Python), or None."""
+    if CXX is None:
+        return None
+    proc = subprocess.run([CXX, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    found = proc.stdout.strip()
+    return found if os.path.isabs(found) and os.path.exists(found) else None
+
+
+def compile_all_sanitized(workers=2):
+    """Build the ASan libraries of every stem in this process (the subprocess finds them)."""
+    def build(stem):
+        return library_path(cuda_backend.load_source(stem), cuda_backend.name_expressions(stem),
+                            sanitize=True)
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(build, sorted(cuda_backend.KERNELS)))
+
+
+def run_memcheck(script, timeout=300):
+    """Run Python ``script`` in a subprocess with ASan preloaded and the kernels built with
+    ``-fsanitize=address``: an out-of-bounds access to a NumPy buffer (malloc'd, so
+    redzones apply) or to the dynamic shared memory aborts it with an ASan report.
+    Returns the ``subprocess.CompletedProcess``."""
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = dict(os.environ, LD_PRELOAD=libasan_path(), CTRE_CUDA_EMU_ASAN="1",
+               ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1",
+               CTRE_CUDA_EMU_CACHE=str(CACHE_DIR),
+               PYTHONPATH=os.pathsep.join([tests_dir, str(Path(tests_dir).parent),
+                                           os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=timeout)

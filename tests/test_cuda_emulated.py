@@ -471,3 +471,90 @@ def test_emulator_refuses_static_shared_memory():
     code = "__global__ void k(float* o) { __shared__ float s[32]; o[0] = s[0]; }"
     with pytest.raises(cuda_emu.EmulationError, match="__shared__"):
         cuda_emu.RawModule(code=code, name_expressions=["k"])
+
+
+# ------------------------------------------------- memcheck: the kernels under ASan
+MEMCHECK_SCRIPT = r"""
+import numpy as np, cuda_emu
+from ctre_sparse.backends import cuda as cb, reference as ref
+from ctre_sparse.sparse import CSRMatrix
+cb._import_cupy = lambda: cuda_emu.NumpyAsCupy()
+{mutation}
+rng = np.random.default_rng(0)
+lengths, n_cols = [0, 1, 31, 32, 33, 0, 257, 5, 0, 64, 300, 0], 400
+for dtype, itype in ((np.float32, np.int32), (np.float64, np.int64)):
+    indptr = np.zeros(len(lengths) + 1, itype)
+    np.cumsum(lengths, out=indptr[1:])
+    indices = np.concatenate([np.sort(rng.choice(n_cols, n, replace=False))
+                              for n in lengths]).astype(itype)
+    data = rng.standard_normal(indices.shape[0]).astype(dtype)
+    t = CSRMatrix(data, indices, indptr, (len(lengths), n_cols)).transpose_arrays()
+    for batch in (1, 33, 300):
+        X = rng.standard_normal((n_cols, batch)).astype(dtype)
+        G = rng.standard_normal((len(lengths), batch)).astype(dtype)
+        for blocks in (False, True):
+            cb.use_row_blocks = lambda *a: blocks
+            cb.spmm(indptr, indices, data, X, np.empty((len(lengths), batch), dtype))
+            cb.spmm_t(*t, data, G, np.empty((n_cols, batch), dtype))
+        cb.sddmm(indptr, indices, G, X, np.empty(indices.shape[0], dtype))
+    A = rng.standard_normal((50, 33)).astype(dtype)
+    rows = rng.integers(0, 50, 77).astype(itype)
+    cb.cosine_pairs(A, A[:40].copy(), rows, rows % 40, np.empty(77, dtype))
+    cb.topk_cosine(rng.standard_normal((n_cols, 8)).astype(dtype),
+                   rng.standard_normal((len(lengths), 8)).astype(dtype), 5, indptr, indices, 5)
+    S = np.zeros((3, n_cols), dtype)
+    cb._mask_block(indptr, indices, 9, 12, n_cols, S)
+print("MEMCHECK-OK")
+"""
+
+
+@pytest.fixture(scope="module")
+def memcheck():
+    """ASan libraries built here; skip when libasan is missing or will not preload."""
+    if cuda_emu.libasan_path() is None:
+        pytest.skip("no libasan.so for the compiler: memcheck mode unavailable")
+    cuda_emu.compile_all_sanitized(workers=2)
+    probe = cuda_emu.run_memcheck("print('ready')", timeout=120)
+    if probe.returncode or "ready" not in probe.stdout:
+        pytest.skip(f"Python does not start with ASan preloaded here: {probe.stderr[-300:]}")
+    return cuda_emu.run_memcheck
+
+
+def test_memcheck_no_out_of_bounds_access(memcheck):
+    """Every kernel on awkward inputs, ASan watching each NumPy buffer and the
+    dynamic shared memory (sized by the backend's own launcher)."""
+    proc = memcheck(MEMCHECK_SCRIPT.replace("{mutation}", ""))
+    assert proc.returncode == 0 and "MEMCHECK-OK" in proc.stdout, proc.stderr[-4000:]
+
+
+SDDMM_CLAMP = "const long long q = p < nnz ? p : nnz - 1;"
+SHORT_SMEM = """
+_kernel = cb._kernel
+def _short_smem(*names):
+    f = _kernel(*names)
+    if names[1] != "spmm_block":
+        return f
+    def launch(grid, block, args, shared_mem=0):  # one warp's tile short
+        f(grid, block, args, shared_mem=shared_mem - 32 * names[-1] * args[3].dtype.itemsize)
+    return launch
+cb._kernel = _short_smem
+"""
+
+
+@pytest.mark.parametrize("case", ["sddmm_without_clamp", "spmm_block_short_smem"])
+def test_memcheck_catches_an_overrun(memcheck, case):
+    """The memcheck can fail: a planted overrun is reported by ASan."""
+    if case == "sddmm_without_clamp":  # kernel bug: lanes past nnz read indices[nnz ..]
+        source = cuda_backend.load_source("sddmm")
+        assert SDDMM_CLAMP in source
+        bad = source.replace(SDDMM_CLAMP, "const long long q = p;")
+        cuda_emu.library_path(bad, cuda_backend.name_expressions("sddmm"), sanitize=True)
+        mutation = (f"_load = cb.load_source\ncb.load_source = lambda stem, d=None: "
+                    f"_load(stem, d).replace({SDDMM_CLAMP!r}, 'const long long q = p;')\n")
+        where = "sddmm_group"
+    else:  # launcher bug: too little dynamic shared memory for the block-per-row kernel
+        mutation, where = SHORT_SMEM, "spmm_block"
+    proc = memcheck(MEMCHECK_SCRIPT.replace("{mutation}", mutation))
+    assert proc.returncode != 0 and "MEMCHECK-OK" not in proc.stdout
+    assert "AddressSanitizer: heap-buffer-overflow" in proc.stderr and where in proc.stderr, \
+        proc.stderr[-3000:]
