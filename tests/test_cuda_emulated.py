@@ -170,7 +170,7 @@ def test_sddmm_nnz0_and_batch0(emu):
 
 
 # ------------------------------------------------------------------- cosine
-@pytest.mark.parametrize("length", [1, 7, 32, 33, 100])
+@pytest.mark.parametrize("length", [0, 1, 7, 32, 33, 100])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_row_norms(emu, dtype, length):
     M = np.random.default_rng(length).standard_normal((45, length)).astype(dtype)
@@ -182,7 +182,7 @@ def test_row_norms(emu, dtype, length):
 
 
 @pytest.mark.parametrize("k", [1, 31, 32, 33, 100, 1000])
-@pytest.mark.parametrize("length", [1, 33, 100])
+@pytest.mark.parametrize("length", [0, 1, 33, 100])
 @pytest.mark.parametrize("pair_dtype", [np.int32, np.int64, np.uint32, np.int16])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_cosine_pairs(emu, dtype, pair_dtype, length, k):
