@@ -29,6 +29,8 @@ from ctre_sparse.backends import cuda as cuda_backend
 from ctre_sparse.sparse import CSRMatrix
 from ctre_sparse.testing import random_csr, random_dense, tolerance
 
+from cuda_emu import NumpyAsCupy  # NumPy posing as CuPy (stable sorts; kernels replaced below)
+
 ARCHS = ("sm_80", "sm_90")
 STEMS = sorted(cuda_backend.KERNELS)
 
@@ -239,28 +241,11 @@ def test_cuda_backend_on_numpy_arrays_raises_clearly():
 
 
 # ------------------------------------- host-side algorithms, NumPy standing in for CuPy
-class _NumpyAsCupy:
-    """The slice of the CuPy API the backend's host code uses, on NumPy (argsort/sort
-    stable, as CuPy documents them). Lets the selection, prune and merge logic be
-    checked here; the .cu kernels are replaced by NumPy equivalents."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def argsort(a):
-        return np.argsort(a, kind="stable")
-
-    @staticmethod
-    def sort(a):
-        return np.sort(a, kind="stable")
-
-
 @pytest.fixture
 def numpy_cuda(monkeypatch):
     from ctre_sparse.backends import reference
 
-    monkeypatch.setattr(cuda_backend, "_import_cupy", lambda: _NumpyAsCupy())
+    monkeypatch.setattr(cuda_backend, "_import_cupy", NumpyAsCupy)
     monkeypatch.setattr(cuda_backend, "row_norms", reference._row_norms)  # same rounding
     monkeypatch.setattr(cuda_backend, "_mask_block", lambda indptr, indices, r0, r1, n, S:
                         reference.mask_block(S, r0, r1, indptr, indices))
