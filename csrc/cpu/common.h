@@ -92,6 +92,13 @@ inline int thread_id() {
 #endif
 }
 
+// Expands M(T, I) for every (value type, index type) pair the kernels are built for.
+#define CTRE_FOR_TYPES(M)  \
+  M(float, std::int32_t)   \
+  M(float, std::int64_t)   \
+  M(double, std::int32_t)  \
+  M(double, std::int64_t)
+
 // Expands F(1) ... F(12): the register-chunk widths of the AVX-512 kernels.
 #define CTRE_FOR_NV(F) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11) F(12)
 

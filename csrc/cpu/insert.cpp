@@ -52,10 +52,7 @@ void insert(std::int64_t n_rows, const I* indptr, const I* indices, const T* dat
   template void insert<T, I>(std::int64_t, const I*, const I*, const T*, std::int64_t,     \
                              const std::int64_t*, const std::int64_t*, const T*, I*, I*, T*, \
                              std::int64_t*, std::int64_t*);
-CTRE_INSTANTIATE(float, std::int32_t)
-CTRE_INSTANTIATE(float, std::int64_t)
-CTRE_INSTANTIATE(double, std::int32_t)
-CTRE_INSTANTIATE(double, std::int64_t)
+CTRE_FOR_TYPES(CTRE_INSTANTIATE)
 #undef CTRE_INSTANTIATE
 
 }  // namespace ctre

@@ -16,10 +16,7 @@ void spmm(std::int64_t n_rows, std::int64_t batch, const I* indptr, const I* ind
 #define CTRE_INSTANTIATE(T, I)                                                           \
   template void spmm<T, I>(std::int64_t, std::int64_t, const I*, const I*, const T*, \
                            const T*, T*);
-CTRE_INSTANTIATE(float, std::int32_t)
-CTRE_INSTANTIATE(float, std::int64_t)
-CTRE_INSTANTIATE(double, std::int32_t)
-CTRE_INSTANTIATE(double, std::int64_t)
+CTRE_FOR_TYPES(CTRE_INSTANTIATE)
 #undef CTRE_INSTANTIATE
 
 }  // namespace ctre

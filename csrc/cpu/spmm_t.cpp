@@ -17,10 +17,7 @@ void spmm_t(std::int64_t n_in, std::int64_t batch, const I* t_indptr, const I* t
 #define CTRE_INSTANTIATE(T, I)                                                             \
   template void spmm_t<T, I>(std::int64_t, std::int64_t, const I*, const I*, const I*, \
                              const T*, const T*, T*);
-CTRE_INSTANTIATE(float, std::int32_t)
-CTRE_INSTANTIATE(float, std::int64_t)
-CTRE_INSTANTIATE(double, std::int32_t)
-CTRE_INSTANTIATE(double, std::int64_t)
+CTRE_FOR_TYPES(CTRE_INSTANTIATE)
 #undef CTRE_INSTANTIATE
 
 }  // namespace ctre
