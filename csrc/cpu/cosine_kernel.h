@@ -81,15 +81,19 @@ inline void topk_scan_row(const T* row, std::int64_t n, std::int64_t key0, std::
   if (buf.size() >= cap) thr = keep_best(buf, k);
 }
 
-// Per thread: mask then scan its contiguous share of the block's rows.
+// Per thread: mask then scan its contiguous share of the block's rows. Every
+// entry with |S| > thr0 is admitted unless the thread's own threshold has risen
+// above it (then that thread alone saw at least k such entries): raised[t]
+// says so, and bufs[t] holds the thread's admissions (its best k after a rise).
 template <class T, class I>
 void topk_scan_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, const I* indptr,
                      const I* indices, std::int64_t k, T thr0,
-                     std::vector<std::vector<TopCand<T>>>& bufs) {
+                     std::vector<std::vector<TopCand<T>>>& bufs, std::vector<char>& raised) {
   // Compacting costs O(cap) and happens once per cap - k admissions.
   const std::size_t cap = static_cast<std::size_t>(3 * k + 1024);
   const int nt = (m * n > kParallelWork) ? num_threads() : 1;
   bufs.assign(nt, {});
+  raised.assign(nt, 0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = thread_id(), nteam = team_size();
@@ -103,6 +107,7 @@ void topk_scan_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, cons
         row[indices[p]] = std::numeric_limits<T>::quiet_NaN();
       topk_scan_row(row, n, (r0 + i) * n, k, cap, thr, buf);
     }
+    raised[t] = thr > thr0;
   }
 }
 

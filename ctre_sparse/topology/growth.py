@@ -52,6 +52,24 @@ def _in_sorted(keys, sorted_ref):
     return sorted_ref[pos] == keys
 
 
+#: Largest layer (n_out * n_in positions) whose membership tests use a boolean
+#: table of all positions instead of binary searches (1 byte per position).
+TABLE_POSITIONS = 1 << 22
+
+
+def _in_set(keys, sorted_ref, total):
+    """:func:`_in_sorted` for keys in ``[0, total)``; a lookup table for a small ``total``.
+
+    Binary searches of unsorted keys miss the cache at every step: for
+    12,000 keys against 12,000 that is ~1 ms, the table ~0.05 ms.
+    """
+    if array_module(keys) is not np or total > TABLE_POSITIONS:
+        return _in_sorted(keys, sorted_ref)
+    table = np.zeros(total, dtype=bool)
+    table[sorted_ref] = True
+    return table[keys]
+
+
 def _in_excluded(draw, exclude):
     """:func:`_in_sorted` for host ``draw`` against host or device ``exclude`` keys.
 
@@ -127,7 +145,9 @@ def sample_absent(n_out, n_in, n, rng, exclude_keys):
         while keys.shape[0] < n:
             need = n - keys.shape[0]
             size = int(need * (total / n_absent) * 1.1) + 16
-            draw = rng.integers(0, total, size=size, dtype=np.int64)
+            # sorted, the membership tests below run ~5x faster (the order of a draw
+            # does not matter: what is kept is sorted again)
+            draw = np.sort(rng.integers(0, total, size=size, dtype=np.int64))
             for e in excludes:
                 draw = draw[~_in_excluded(draw, e)]
             keys = _sorted_unique(np.concatenate([keys, draw]))
@@ -313,7 +333,7 @@ class CTRESimGrowth(CosineGrowth):
         n_in = ctx.W.n_in
         picks = rows * n_in + cols
         pruned = xp.sort(ctx.removed_rows.astype(np.int64) * n_in + ctx.removed_cols)
-        repicked = _in_sorted(picks, pruned)
+        repicked = _in_set(picks, pruned, ctx.W.n_out * n_in)
         n_swap = int(xp.count_nonzero(repicked))
         keep = ~repicked
         if n_swap == 0:
