@@ -64,9 +64,11 @@ def run_size(n_out, n_in, args, log):
     k = int(round(args.zeta * W.nnz))
     configs = [(d, o, int(f * d)) for f in args.rank_fractions for d in args.dims
                for o in args.oversample]
-    exact = lambda: topk_cosine(A, B, k, exclude=W)  # noqa: E731
+    bb = int(args.block_mib * 2**20)
+    exact = lambda: topk_cosine(A, B, k, exclude=W, block_bytes=bb)  # noqa: E731
     sketch = {c: (lambda c=c: topk_cosine_sketch(A, B, k, exclude=W, dim=c[0], oversample=c[1],
-                                                 rank=c[2], random_state=args.seed))
+                                                 rank=c[2], random_state=args.seed,
+                                                 block_bytes=bb))
               for c in configs}
     for c in configs:  # warm-up (first LAPACK/JIT calls) on a slice, outside the timing
         topk_cosine_sketch(A[:300], B[:200], 50, dim=c[0], oversample=c[1], rank=c[2],
@@ -97,6 +99,7 @@ def run_size(n_out, n_in, args, log):
                      "mass": float(np.sum(s, dtype=np.float64)) / ref_mass if ref_mass else 1.0,
                      "kth_score": float(s[-1]) if s.shape[0] else None})
     return {"n_out": n_out, "n_in": n_in, "samples": args.samples, "nnz": W.nnz, "k": k,
+            "block_mib": args.block_mib,
             "exact_seconds": statistics.median(t_exact), "exact_times": t_exact,
             "exact_kth_score": float(ref[2][-1]) if ref[2].shape[0] else None,
             "exact_top_score": float(ref[2][0]) if ref[2].shape[0] else None,
@@ -105,7 +108,7 @@ def run_size(n_out, n_in, args, log):
 
 def print_table(rec, stream):
     print(f"\n{rec['n_out']} x {rec['n_in']}, S={rec['samples']}, nnz={rec['nnz']}, "
-          f"k={rec['k']}: exact {rec['exact_seconds']:.3f} s (k-th score "
+          f"k={rec['k']}, block {rec['block_mib']:g} MiB: exact {rec['exact_seconds']:.3f} s (k-th score "
           f"{rec['exact_kth_score']:.4f}); load {rec['loadavg_before'][0]:.2f} -> "
           f"{rec['loadavg_after'][0]:.2f}", file=stream)
     print(f"{'dim':>5} {'over':>5} {'rank':>5} {'time s':>8} {'speedup':>8} {'recall@k':>9} "
@@ -135,6 +138,8 @@ def main(argv=None):
     p.add_argument("--oversample", type=_ints, default=[2, 4, 8])
     p.add_argument("--rank-fractions", type=lambda t: [float(x) for x in t.split(",") if x],
                    default=[0.0, 0.25], help="rank = fraction * dim (default 0,0.25)")
+    p.add_argument("--block-mib", type=float, default=32.0,
+                   help="block_bytes of both calls, MiB (default 32, the library default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the records here (merged by size with what is there)")
@@ -148,12 +153,14 @@ def main(argv=None):
         rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         records.append(rec)
         print_table(rec, sys.stdout)
+        sys.stdout.flush()
     if args.json:
         old = []
         if os.path.exists(args.json):
             with open(args.json) as fh:
                 old = json.load(fh).get("records", [])
-        keep = [r for r in old if (r["n_out"], r["n_in"]) not in set(args.sizes)]
+        new = {(r["n_out"], r["n_in"], r["block_mib"]) for r in records}
+        keep = [r for r in old if (r["n_out"], r["n_in"], r.get("block_mib", 32.0)) not in new]
         doc = {"benchmark": "topk_sketch", "machine": machine_block(),
                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "records": sorted(keep + records, key=lambda r: r["n_out"] * r["n_in"])}
