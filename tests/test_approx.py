@@ -158,6 +158,24 @@ def test_zero_norm_rows_score_zero(backend, dtype):
     assert not np.any(_np(A_s)[2]) and not np.any(_np(B_s)[1])
 
 
+@pytest.mark.parametrize("n_in,n_out", [(0, 5), (6, 0)])
+def test_empty_side(backend, dtype, n_in, n_out):
+    A, B = random_dense(n_in, 10, dtype=dtype, seed=1), random_dense(n_out, 10, dtype=dtype,
+                                                                      seed=2)
+    rows, cols, scores = call(A, B, 3, None, backend, dim=4, rank=2, random_state=0)
+    assert rows.shape == cols.shape == scores.shape == (0,)
+
+
+def test_all_silent_inputs_give_the_exact_tie_order(backend, dtype):
+    """Every score is 0: the (row, col)-ascending order of topk_cosine, pair for pair."""
+    A, B = np.zeros((6, 10), dtype=dtype), random_dense(5, 10, dtype=dtype, seed=2)
+    W = CSRMatrix.random(5, 6, 0.3, random_state=0, dtype=dtype)
+    got = call(A, B, 7, W, backend, dim=4, rank=1, oversample=1, random_state=0)
+    ref = topk_cosine(A, B, 7, exclude=W, backend="reference")
+    for x, y in zip(got, ref):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_scipy_exclude():
     A, B = random_dense(12, 20, seed=13), random_dense(10, 20, seed=14)
     W = CSRMatrix.random(10, 12, 0.4, random_state=3)
