@@ -17,8 +17,12 @@ Build the extension in place with ``python setup.py build_ext --inplace``.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import glob
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -119,13 +123,87 @@ def cosine_pairs(A, B, rows, cols, out):
     _native.cosine_pairs(A, B, _int64(rows), _int64(cols), out)
 
 
+#: Names of OpenBLAS's threading-backend setter: numpy's bundled copy (ILP64,
+#: suffixed), scipy's (LP64), a plain build.
+_BLAS_CALLBACK_SETTERS = ("scipy_openblas_set_threads_callback_function64_",
+                          "scipy_openblas_set_threads_callback_function",
+                          "openblas_set_threads_callback_function")
+_blas_lock = threading.Lock()
+_blas_hook = None  # (setter, current-callback variable or None, our callback); False: none
+
+
+def _find_blas_hook():
+    """numpy's OpenBLAS threading-backend setter and our callback, or None.
+
+    Only numpy's bundled scipy-openblas (``numpy.libs``, ``numpy/.dylibs``) is
+    looked for; another BLAS, or an OpenBLAS without the entry point, gives
+    None (products then run on OpenBLAS's own threads, as before).
+    """
+    root = os.path.dirname(np.__file__)
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(root), "numpy.libs", "*openblas*")) +
+                   glob.glob(os.path.join(root, ".dylibs", "*openblas*")))
+    try:
+        ours = ctypes.cast(ctypes.CDLL(_native.__file__).ctre_openblas_threads, ctypes.c_void_p)
+    except (OSError, AttributeError):
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
+        except OSError:
+            continue
+        for name in _BLAS_CALLBACK_SETTERS:
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_void_p], None
+                try:
+                    current = ctypes.c_void_p.in_dll(lib, "openblas_threads_callback_")
+                except ValueError:
+                    current = None
+                return setter, current, ours
+    return None
+
+
+@contextlib.contextmanager
+def _blas_on_our_threads():
+    """Run the BLAS products inside on the OpenMP team of the native kernels.
+
+    OpenBLAS's own idle workers spin for about 0.1 s after each product; on
+    2 cores that takes a core from the OpenMP kernels that follow (the
+    selection, the next training epoch). Through OpenBLAS's threading-backend
+    callback (``ctre_openblas_threads`` in ``csrc/cpu/cosine.cpp``) the same
+    jobs, same partition, run on the OpenMP team, whose idle threads sleep
+    after 1,000 spins: the products are bit-identical (tested). The callback
+    is installed only for the duration, and not at all when another one is
+    already in place.
+    """
+    global _blas_hook
+    if _blas_hook is None:
+        _blas_hook = _find_blas_hook() or False
+    if not _blas_hook or not _blas_lock.acquire(blocking=False):
+        yield  # no hook, or another thread has it installed right now
+        return
+    setter, current, ours = _blas_hook
+    try:
+        if current is not None and current.value:
+            yield  # someone else's backend: leave it
+            return
+        setter(ours)
+        try:
+            yield
+        finally:
+            setter(None)
+    finally:
+        _blas_lock.release()
+
+
 def topk_cosine(A, B, k, indptr, indices, block_rows):
     """Exact top-k absent pairs: BLAS blocks of scores, native mask + streaming selection.
 
     Each block is the reference's own product of the unit-normalised rows, so
     the scores are identical; :func:`_native.topk_block` masks the pattern
     (NaN), keeps the entries above the running k-th score and merges them with
-    the order (score descending, then ``row * n_in + col`` ascending).
+    the order (score descending, then ``row * n_in + col`` ascending). The
+    products run on the native kernels' threads (:func:`_blas_on_our_threads`).
     """
     n_out, n_in = B.shape[0], A.shape[0]
     keys = np.zeros(0, dtype=np.int64)
@@ -135,7 +213,8 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
         AnT = An.T
         for r0 in range(0, n_out, block_rows):
             r1 = min(r0 + block_rows, n_out)
-            S = np.ascontiguousarray(Bn[r0:r1] @ AnT)  # the reference's product, bit for bit
+            with _blas_on_our_threads():
+                S = np.ascontiguousarray(Bn[r0:r1] @ AnT)  # the reference's product, bit for bit
             keys, scores = _native.topk_block(S, r0, indptr, indices, k, keys, scores)
     return keys // max(n_in, 1), keys % max(n_in, 1), scores
 
