@@ -31,7 +31,7 @@ from ctre_sparse.bench.machine import machine_block
 from ctre_sparse.bench.training import make_data
 from ctre_sparse.backends import select_backend
 from ctre_sparse.nn.init import erdos_renyi
-from ctre_sparse.ops import spmm, topk_cosine
+from ctre_sparse.ops import TOPK_BLOCK_BYTES, spmm, topk_cosine
 
 
 def _relu_layer(W, X):
@@ -64,8 +64,9 @@ def run_size(n_out, n_in, args, log):
     k = int(round(args.zeta * W.nnz))
     configs = [(d, o, int(f * d)) for f in args.rank_fractions for d in args.dims
                for o in args.oversample]
-    bb = int(args.block_mib * 2**20)
-    exact = lambda: topk_cosine(A, B, k, exclude=W, block_bytes=bb)  # noqa: E731
+    bb = None if args.block_mib is None else int(args.block_mib * 2**20)
+    exact = lambda: topk_cosine(A, B, k, exclude=W,  # noqa: E731
+                                block_bytes=TOPK_BLOCK_BYTES if bb is None else bb)
     sketch = {c: (lambda c=c: topk_cosine_sketch(A, B, k, exclude=W, dim=c[0], oversample=c[1],
                                                  rank=c[2], random_state=args.seed,
                                                  block_bytes=bb))
@@ -108,7 +109,8 @@ def run_size(n_out, n_in, args, log):
 
 def print_table(rec, stream):
     print(f"\n{rec['n_out']} x {rec['n_in']}, S={rec['samples']}, nnz={rec['nnz']}, "
-          f"k={rec['k']}, block {rec['block_mib']:g} MiB: exact {rec['exact_seconds']:.3f} s (k-th score "
+          f"k={rec['k']}, block MiB {rec['block_mib'] or 'default'}: exact "
+          f"{rec['exact_seconds']:.3f} s (k-th score "
           f"{rec['exact_kth_score']:.4f}); load {rec['loadavg_before'][0]:.2f} -> "
           f"{rec['loadavg_after'][0]:.2f}", file=stream)
     print(f"{'dim':>5} {'over':>5} {'rank':>5} {'time s':>8} {'speedup':>8} {'recall@k':>9} "
@@ -138,8 +140,8 @@ def main(argv=None):
     p.add_argument("--oversample", type=_ints, default=[2, 4, 8])
     p.add_argument("--rank-fractions", type=lambda t: [float(x) for x in t.split(",") if x],
                    default=[0.0, 0.25], help="rank = fraction * dim (default 0,0.25)")
-    p.add_argument("--block-mib", type=float, default=32.0,
-                   help="block_bytes of both calls, MiB (default 32, the library default)")
+    p.add_argument("--block-mib", type=float, default=None,
+                   help="block_bytes of both calls, MiB (default: each function's default)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the records here (merged by size with what is there)")
