@@ -102,9 +102,9 @@ class TopologyUpdater:
         sharing the model's workspace, each would reallocate the other's
         buffers at every update (here and at the next mini-batch), and the
         fresh pages fault in (about 9,500 page faults, 10-15 ms per update at
-        width 1000 with 2,000 samples; page faults are dear on this VM). The buffers of the activation pass are
-        kept here between updates (for one model at a time, on its device), so
-        the training buffers stay put. The values are the same either way
+        width 1000 with 2,000 samples on the 2-core benchmark VM). The buffers
+        of the activation pass are kept here between updates (for one model
+        at a time, on its device), so the training buffers stay put. The values are the same either way
         (the buffers are scratch, and every backend computes a sample's
         forward pass independently of the chunk it is in; tested).
         """
