@@ -52,6 +52,21 @@ def test_ns_per_nnz_sample_definition():
     assert tb.ns_per_nnz_sample(1.0, 0, 10) is None
 
 
+def test_steady_topology_leaves_out_the_first_epoch():
+    from ctre_sparse.bench import training_report
+
+    epochs = [{"topology_seconds": 0.3, "seconds": 1.3}, {"topology_seconds": 0.1, "seconds": 1.0},
+              {"topology_seconds": 0.2, "seconds": 1.2}]
+    got = tb._steady_topology(epochs)
+    assert got["topology_seconds_steady"] == pytest.approx(0.15)
+    assert got["topology_fraction_steady"] == pytest.approx(0.15 / 1.1)
+    assert tb._steady_topology(epochs[:1]) == {"topology_seconds_steady": None,
+                                               "topology_fraction_steady": None}
+    line = training_report._steady({"per_epoch": epochs})
+    assert line == "0.150 (13.6% of those epochs; the first update took 0.300)"
+    assert "one epoch" in training_report._steady({"per_epoch": epochs[:1]})
+
+
 def test_layer_sizes_and_data():
     assert tb.layer_sizes(1000) == [784, 1000, 1000, 1000, 10]
     X, y = tb.make_data(500, seed=3)

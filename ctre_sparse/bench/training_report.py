@@ -79,6 +79,16 @@ def _machine(rec):
            else ", clean") if dirty is not None else "- code: not from a git checkout"])
 
 
+def _steady(rec):
+    later = rec["per_epoch"][1:]
+    topo = sum(e["topology_seconds"] for e in later) / len(later) if later else None
+    if topo is None:
+        return "- (one epoch timed)"
+    share = topo / (sum(e["seconds"] for e in later) / len(later))
+    first = rec["per_epoch"][0]["topology_seconds"]
+    return f"{topo:.3f} ({share:.1%} of those epochs; the first update took {first:.3f})"
+
+
 def _figures(rec):
     peer = rec["peer"]
     rows = [
@@ -86,6 +96,7 @@ def _figures(rec):
         ("of which forward + backward + update", f"{rec['train_seconds']:.3f}"),
         ("of which the topology update", f"{rec['topology_seconds']:.3f} "
                               f"({rec['topology_fraction']:.1%} of the epoch)"),
+        ("topology update after the first epoch (epochs 2+)", _steady(rec)),
         ("ns per (nonzero x sample)", f"{rec['ns_per_nnz_sample']:.4f}"),
         ("useful GFLOP/s (training)", _fmt(rec["train_gflops"], ".1f")),
         ("loss: first batch -> epoch mean (last epoch)",
