@@ -106,6 +106,21 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     cosine_samples : int, optional
         Training samples whose activations feed the cosine similarity after
         each epoch; None uses all.
+    cosine_approx_dim : int, optional
+        Off (None, the default): cosine growth scores every absent
+        connection exactly. An int >= 1: in layers of at least 4096 x 4096
+        positions (``n_out * n_in >= 4096 * 4096``) the cosine picks of
+        ``"cosine"``, ``"ctre_seq"`` and ``"ctre_sim"`` come from
+        :func:`ctre_sparse.approx.topk_cosine_sketch` with this sketch
+        dimension (random-projection candidates, re-scored exactly):
+        faster there, but some of the exact top pairs are missed; smaller
+        layers stay exact. The projections are drawn from the topology's
+        random stream. Measured trade-off and a starting point (128) in
+        docs/approx.md.
+    cosine_approx_oversample : int, default 4
+        Sketched candidates re-scored exactly per grown connection (higher:
+        more of the exact top pairs found, slower). Used only with
+        ``cosine_approx_dim``.
     dropout : float in [0, 1), default 0.0
         Dropout on hidden activations during training.
     random_state : int, Generator or None, default None
@@ -159,7 +174,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=0.01,
                  momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
-                 dropout=0.0, random_state=None, verbose=0, backend="auto", device="cpu",
+                 cosine_approx_dim=None, cosine_approx_oversample=4, dropout=0.0,
+                 random_state=None, verbose=0, backend="auto", device="cpu",
                  checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
@@ -176,6 +192,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.patience = patience
         self.cosine_samples = cosine_samples
+        self.cosine_approx_dim = cosine_approx_dim
+        self.cosine_approx_oversample = cosine_approx_oversample
         self.dropout = dropout
         self.random_state = random_state
         self.verbose = verbose
@@ -215,6 +233,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         _check_number("patience", self.patience, 1, None, integer=True)
         if self.cosine_samples is not None:
             _check_number("cosine_samples", self.cosine_samples, 1, None, integer=True)
+        if self.cosine_approx_dim is not None:
+            _check_number("cosine_approx_dim", self.cosine_approx_dim, 1, None, integer=True)
+        _check_number("cosine_approx_oversample", self.cosine_approx_oversample, 1, None,
+                      integer=True)
         _check_number("dropout", self.dropout, 0, 1)
         _check_number("checkpoint_every", self.checkpoint_every, 1, None, integer=True)
         if self.device not in ("cpu", "cuda"):
@@ -274,7 +296,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
         updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
                                   cosine_samples=cosine_samples, patience=int(self.patience),
-                                  backend=self.backend)
+                                  backend=self.backend,
+                                  cosine_approx_dim=(None if self.cosine_approx_dim is None
+                                                     else int(self.cosine_approx_dim)),
+                                  cosine_approx_oversample=int(self.cosine_approx_oversample))
         self._trainer = training.Trainer(model, optimizer, updater,
                                          batch_size=int(self.batch_size),
                                          random_state=np.random.default_rng(seeds[2]))

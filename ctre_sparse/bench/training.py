@@ -82,6 +82,8 @@ class TrainingBenchConfig:
     growth: str = "ctre_sim"
     zeta: float = 0.3
     cosine_samples: int = 2000
+    cosine_approx_dim: int = None
+    cosine_approx_oversample: int = 4
     learning_rate: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -217,7 +219,8 @@ def _optimizer(config):
 def build_trainer(config, model):
     """The :class:`Trainer` (with its optimizer and topology updater) of the benchmark."""
     updater = TopologyUpdater(config.zeta, config.growth, cosine_samples=config.cosine_samples,
-                              backend=config.backend)
+                              backend=config.backend, cosine_approx_dim=config.cosine_approx_dim,
+                              cosine_approx_oversample=config.cosine_approx_oversample)
     return Trainer(model, _optimizer(config), updater, batch_size=config.batch,
                    random_state=config.seed + 1)
 
@@ -433,7 +436,9 @@ def _record(config, width, model, nnz_layers, epochs, peer):
            "layer_sizes": list(model.layer_sizes), "hidden": int(width),
            "epsilon": config.epsilon, "batch": config.batch, "samples": n,
            "epochs": config.epochs, "growth": config.growth, "zeta": config.zeta,
-           "cosine_samples": min(config.cosine_samples, n), "activation": "relu",
+           "cosine_samples": min(config.cosine_samples, n),
+           "cosine_approx_dim": config.cosine_approx_dim,
+           "cosine_approx_oversample": config.cosine_approx_oversample, "activation": "relu",
            "learning_rate": config.learning_rate, "dtype": config.dtype,
            "backend": _backend_name(model), "device": config.device, "threads": config.threads,
            "nnz_total": nnz, "nnz_layers": nnz_layers, "seconds_per_epoch": total,
@@ -574,12 +579,19 @@ def add_arguments(parser):
                              "per width (e.g. 1000,16384)")
     parser.add_argument("--growth", default="ctre_sim",
                         choices=("ctre_sim", "cosine", "ctre_seq", "random", "static"),
-                        help="topology growth (ctre_sim and cosine run exact cosine top-k)")
+                        help="topology growth (ctre_sim and cosine run exact cosine top-k "
+                             "unless --cosine-approx-dim is given)")
     parser.add_argument("--epsilon", type=float, default=20.0)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--zeta", type=float, default=0.3, help="fraction pruned per update")
     parser.add_argument("--cosine-samples", type=int, default=2000,
                         help="samples whose activations feed cosine growth")
+    parser.add_argument("--cosine-approx-dim", type=int, default=None, metavar="N",
+                        help="approximate cosine growth (sketch dimension N) in layers of at "
+                             "least 4096 x 4096 positions (default: off, exact)")
+    parser.add_argument("--cosine-approx-oversample", type=int, default=4, metavar="M",
+                        help="with --cosine-approx-dim: candidates re-scored per grown "
+                             "connection (default: 4)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--backend", default="auto", help="our CPU backend (default: auto)")
     parser.add_argument("--threads", type=int, default=None,
@@ -605,7 +617,9 @@ def config_from_args(args):
     return TrainingBenchConfig(
         hidden=_widths(args.hidden), epsilon=args.epsilon, batch=args.batch, samples=samples,
         epochs=args.epochs, growth=args.growth, zeta=args.zeta,
-        cosine_samples=args.cosine_samples, device=args.device, backend=args.backend,
+        cosine_samples=args.cosine_samples, cosine_approx_dim=args.cosine_approx_dim,
+        cosine_approx_oversample=args.cosine_approx_oversample, device=args.device,
+        backend=args.backend,
         threads=args.threads, seed=args.seed, peer=not args.no_peer,
         peer_batches=args.peer_batches, profile=args.profile)
 

@@ -28,7 +28,8 @@ def format_record(rec):
         f"network {rec['network']}, epsilon {rec['epsilon']:g} ({rec['nnz_total']:,} "
         f"connections), batch {rec['batch']}, {rec['samples']:,} samples, growth "
         f"{rec['growth']} (zeta {rec['zeta']:g}, cosine over {rec['cosine_samples']:,} "
-        f"samples), backend {rec['backend']}, {rec['threads']} threads, {rec['dtype']}",
+        f"samples{_approx(rec)}), backend {rec['backend']}, {rec['threads']} threads, "
+        f"{rec['dtype']}",
         f"  check vs reference ({rec['check_samples']} samples): ours "
         f"{rec['check_error']:.2g}, peer {_fmt(peer.get('check_error'), '.2g')}",
         f"  ours : {rec['seconds_per_epoch']:.3f} s/epoch = train {rec['train_seconds']:.3f} s "
@@ -55,6 +56,15 @@ def format_record(rec):
                      "timers):")
         lines.append(format_profile(rec["profile"]))
     return "\n".join(lines)
+
+
+def _approx(rec):
+    """``", sketched (dim N, oversample M) in layers >= 4096 x 4096"`` when the record used it."""
+    dim = rec.get("cosine_approx_dim")
+    if dim is None:
+        return ""
+    return (f", sketched (dim {dim}, oversample {rec.get('cosine_approx_oversample')}) in "
+            "layers >= 4096 x 4096")
 
 
 def _verdict(met):

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 DEFAULTS = dict(dataset="digits", growth="ctre_sim", epsilon=10.0, zeta=0.2, epochs=40,
                 hidden="256,256", learning_rate=0.05, batch_size=100, activation="relu",
                 seed=0, backend="auto", device="cpu", checkpoint_every=10, patience=40,
-                cosine_samples=None)
+                cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4)
 
 
 class ProgressBar:
@@ -123,6 +123,14 @@ def register(subparsers):
                         "random growth (default: %(default)s)")
     p.add_argument("--cosine-samples", type=int, default=d["cosine_samples"],
                    help="training samples feeding the cosine similarity (default: all)")
+    p.add_argument("--cosine-approx-dim", type=int, default=d["cosine_approx_dim"], metavar="N",
+                   help="approximate cosine growth (sketch dimension N) in layers of at least "
+                        "4096 x 4096 positions; smaller layers stay exact; see docs/approx.md "
+                        "(default: off, exact everywhere)")
+    p.add_argument("--cosine-approx-oversample", type=int,
+                   default=d["cosine_approx_oversample"], metavar="M",
+                   help="sketched candidates re-scored exactly per grown connection, with "
+                        "--cosine-approx-dim (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
     p.add_argument("--backend", default=d["backend"],
                    help="kernel backend: auto, native, numba, reference (default: %(default)s)")
@@ -147,7 +155,10 @@ def _estimator(args, out):
         hidden_layer_sizes=_hidden(args.hidden), epsilon=args.epsilon, density=args.density,
         zeta=args.zeta, growth=args.growth, activation=args.activation,
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
-        patience=args.patience, cosine_samples=args.cosine_samples, random_state=args.seed, backend=args.backend, device=args.device,
+        patience=args.patience, cosine_samples=args.cosine_samples,
+        cosine_approx_dim=args.cosine_approx_dim,
+        cosine_approx_oversample=args.cosine_approx_oversample, random_state=args.seed,
+        backend=args.backend, device=args.device,
         checkpoint_dir=out, checkpoint_every=max(1, args.checkpoint_every))
 
 

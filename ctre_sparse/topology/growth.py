@@ -9,7 +9,9 @@ weights and the optimizer remap are the updater's job
     Uniform among the absent connections.
 ``"cosine"``
     The ``n`` absent connections with the largest ``|cos|`` between the
-    activations of their two neurons (:func:`~ctre_sparse.ops.topk_cosine`).
+    activations of their two neurons (:func:`~ctre_sparse.ops.topk_cosine`;
+    :func:`~ctre_sparse.approx.topk_cosine_sketch` instead when the
+    context's ``cosine_approx_dim`` is set).
 ``"ctre_seq"`` (Atashgahi et al. 2022)
     Cosine until the monitored validation accuracy has not improved for
     ``patience`` epochs, random from then on, for good.
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import ops
+from .. import approx, ops
 from .._device import to_host
 from ..sparse import array_module
 
@@ -179,6 +181,13 @@ class GrowthContext:
     backend : str
     block_bytes : int
         Memory budget of one block in :func:`~ctre_sparse.ops.topk_cosine`.
+    cosine_approx_dim : int or None
+        None: the cosine picks are exact (:func:`~ctre_sparse.ops.topk_cosine`).
+        An int: they come from :func:`~ctre_sparse.approx.topk_cosine_sketch`
+        with this sketch dimension (its default ``rank``), the projection
+        drawn from the ``rng`` passed to :meth:`GrowthStrategy.choose`.
+    cosine_approx_oversample : int
+        ``oversample`` of :func:`~ctre_sparse.approx.topk_cosine_sketch`.
     """
 
     layer_index: int
@@ -189,6 +198,8 @@ class GrowthContext:
     A_out: object = None
     backend: str = "auto"
     block_bytes: int = ops.TOPK_BLOCK_BYTES
+    cosine_approx_dim: int = None
+    cosine_approx_oversample: int = 4
 
 
 class GrowthStrategy:
@@ -248,15 +259,26 @@ class CosineGrowth(GrowthStrategy):
     def needs_activations(self):
         return True
 
-    def _cosine(self, ctx, n):
+    def _cosine(self, ctx, n, rng):
+        """The ``n`` best absent pairs by ``|cos|``: exact, or sketched (``ctx.cosine_approx_dim``).
+
+        ``rng`` is drawn from only by the sketch (its projection), so the
+        exact path leaves the random stream untouched.
+        """
         if ctx.A_in is None or ctx.A_out is None:
             raise ValueError(f"growth {self.name!r} needs the activations A_in and A_out")
-        rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
-                                        block_bytes=ctx.block_bytes, backend=ctx.backend)
+        if ctx.cosine_approx_dim is None:
+            rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
+                                            block_bytes=ctx.block_bytes, backend=ctx.backend)
+        else:  # the sketch's own block default (it grows with the candidates)
+            rows, cols, _ = approx.topk_cosine_sketch(
+                ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim,
+                oversample=ctx.cosine_approx_oversample, random_state=rng,
+                backend=ctx.backend)
         return rows.astype(np.int64), cols.astype(np.int64)
 
     def choose(self, ctx, n, rng):
-        rows, cols = self._cosine(ctx, n)
+        rows, cols = self._cosine(ctx, n, rng)
         return rows, cols, int(rows.shape[0])
 
 
@@ -328,7 +350,7 @@ class CTRESimGrowth(CosineGrowth):
     name = "ctre_sim"
 
     def choose(self, ctx, n, rng):
-        rows, cols = self._cosine(ctx, n)
+        rows, cols = self._cosine(ctx, n, rng)
         xp = array_module(rows)  # the device of the layer: the bookkeeping stays there
         n_in = ctx.W.n_in
         picks = rows * n_in + cols

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import weakref
 
 import numpy as np
@@ -47,8 +48,22 @@ class TopologyUpdater:
     patience : int, default 40
         For ``growth="ctre_seq"``.
     block_bytes : int, optional
-        Memory budget of a block of cosine scores.
+        Memory budget of a block of cosine scores (exact cosine growth).
     backend : str, default "auto"
+    cosine_approx_dim : int, optional
+        Off (None, the default): cosine growth is exact everywhere. An int
+        >= 1: layers with ``n_out * n_in >= cosine_approx_min_pairs`` choose
+        their cosine picks with
+        :func:`~ctre_sparse.approx.topk_cosine_sketch` (sketch dimension
+        ``cosine_approx_dim``, its default ``rank``, the projection drawn
+        from the update's ``rng``): faster on wide layers, at the cost of
+        missing some of the exact top pairs (docs/approx.md). Smaller layers
+        stay exact. Only the cosine strategies ("cosine", "ctre_seq",
+        "ctre_sim") use it.
+    cosine_approx_oversample : int, default 4
+        Sketched candidates re-scored exactly per grown connection.
+    cosine_approx_min_pairs : int, default 4096 * 4096
+        Smallest layer (``n_out * n_in`` positions) that uses the sketch.
 
     Examples
     --------
@@ -63,11 +78,18 @@ class TopologyUpdater:
     """
 
     def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=40,
-                 block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto"):
+                 block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto", cosine_approx_dim=None,
+                 cosine_approx_oversample=4, cosine_approx_min_pairs=4096 * 4096):
         if not 0.0 <= float(zeta) < 1.0:
             raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
         if int(cosine_samples) < 1:
             raise ValueError(f"cosine_samples must be >= 1, got {cosine_samples!r}")
+        self.cosine_approx_dim = (None if cosine_approx_dim is None
+                                  else _check_int("cosine_approx_dim", cosine_approx_dim, 1))
+        self.cosine_approx_oversample = _check_int("cosine_approx_oversample",
+                                                   cosine_approx_oversample, 1)
+        self.cosine_approx_min_pairs = _check_int("cosine_approx_min_pairs",
+                                                  cosine_approx_min_pairs, 0)
         if backend != "auto":
             get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.zeta = float(zeta)
@@ -176,7 +198,9 @@ class TopologyUpdater:
         ctx = GrowthContext(i, pruned.matrix, pruned.removed_rows, pruned.removed_cols,
                             acts[i] if acts is not None else None,
                             acts[i + 1] if acts is not None else None,
-                            backend=self.backend, block_bytes=self.block_bytes)
+                            backend=self.backend, block_bytes=self.block_bytes,
+                            cosine_approx_dim=self._approx_dim(W),
+                            cosine_approx_oversample=self.cosine_approx_oversample)
         rows, cols, n_cosine = self.growth.choose(ctx, n, rng)
         if rows.shape[0] != n:
             raise RuntimeError(f"growth {self.growth.name!r} gave {rows.shape[0]} connections "
@@ -194,6 +218,12 @@ class TopologyUpdater:
         return {"n_pruned": n, "n_cosine": int(n_cosine), "n_random": n - int(n_cosine),
                 "nnz": merged.matrix.nnz}
 
+    def _approx_dim(self, W):
+        """The sketch dimension for layer ``W``'s cosine picks; None: exact."""
+        if self.cosine_approx_dim is None or W.n_out * W.n_in < self.cosine_approx_min_pairs:
+            return None
+        return self.cosine_approx_dim
+
     def state_dict(self):
         """JSON-able state: ``zeta``, ``cosine_samples`` and ``growth`` (the strategy's state)."""
         return {"zeta": self.zeta, "cosine_samples": self.cosine_samples,
@@ -206,5 +236,18 @@ class TopologyUpdater:
         self.growth.load_state_dict(d["growth"])
 
     def __repr__(self):
+        approx = ("" if self.cosine_approx_dim is None else
+                  f", cosine_approx_dim={self.cosine_approx_dim}, cosine_approx_oversample="
+                  f"{self.cosine_approx_oversample}, cosine_approx_min_pairs="
+                  f"{self.cosine_approx_min_pairs}")
         return (f"TopologyUpdater(zeta={self.zeta}, growth={self.growth!r}, "
-                f"cosine_samples={self.cosine_samples})")
+                f"cosine_samples={self.cosine_samples}{approx})")
+
+
+def _check_int(name, value, minimum):
+    """``int(value)`` for an integer ``value >= minimum``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    return int(value)
