@@ -194,6 +194,10 @@ def test_estimator_passes_and_saves_the_option(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
     default = CTREClassifier()
     assert default.cosine_approx_dim is None and default.cosine_approx_oversample == 4
+    other = CTREClassifier(hidden_layer_sizes=(8,), epsilon=2, max_epochs=3, random_state=0,
+                           cosine_approx_dim=32, cosine_approx_oversample=3)
+    with pytest.raises(ValueError, match="cosine_approx_dim: 16 -> 32"):
+        other.fit(X, y, resume=tmp_path / "m.npz")
 
 
 def test_cli_train_flags(tmp_path):
