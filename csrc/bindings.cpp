@@ -152,7 +152,7 @@ void bind_cosine(py::module_& m) {
      "out[i] = |cos(A[rows[i]], B[cols[i]])| (0 where a norm is 0); rows, cols int64.");
 
   m.def("topk_block", [](py::array S, int64_t r0, py::array indptr, py::array indices, int64_t k,
-                         py::array keys, py::array scores) {
+                         py::array keys, py::array scores, bool sort) {
     py::tuple result;
     with_types(S, indptr, [&](auto t, auto i) {
       using T = decltype(t);
@@ -173,7 +173,7 @@ void bind_cosine(py::module_& m) {
         py::gil_scoped_release nogil;
         len = ctre::topk_block<T, I>(m, n, std::get<0>(p), r0, std::get<1>(p), std::get<2>(p), k,
                                      n_top, std::get<3>(p), std::get<4>(p), std::get<5>(p),
-                                     std::get<6>(p));
+                                     std::get<6>(p), sort);
       }
       keys_out.resize({len});
       scores_out.resize({len});
@@ -181,9 +181,10 @@ void bind_cosine(py::module_& m) {
     });
     return result;
   }, py::arg("S"), py::arg("r0"), py::arg("indptr"), py::arg("indices"), py::arg("k"),
-     py::arg("keys"), py::arg("scores"),
+     py::arg("keys"), py::arg("scores"), py::arg("sort") = true,
      "Merge block S (rows r0.., scores |S|, excluded entries overwritten with NaN) into the "
-     "top (keys, scores); returns the new top, best first, ties by key.");
+     "top (keys, scores); returns the new top, best first, ties by key (sort=False: unordered "
+     "but for the k-th best at position k - 1 once k are kept; sort once after the last block).");
 }
 
 void bind_topology(py::module_& m) {

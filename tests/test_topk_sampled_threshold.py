@@ -142,3 +142,40 @@ def test_guess_and_running_top_together():
         got_k, got_s = _native().topk_block(S.copy(), 5, W.indptr, W.indices, kk, tk, ts)
         np.testing.assert_array_equal(got_k, want_k)
         np.testing.assert_array_equal(got_s.astype(np.float64), want_s)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("block_rows", [1, 7, 64])
+def test_unsorted_running_top_across_many_blocks(dtype, block_rows):
+    """The running top stays unsorted between blocks (one sort at the end): same answer,
+    ties included, whether k is reached in the first block, exactly at a block's end, or never."""
+    rng = np.random.default_rng(block_rows)
+    A = rng.integers(0, 3, (60, 5)).astype(dtype)
+    B = rng.integers(0, 3, (90, 5)).astype(dtype)
+    W = CSRMatrix.random(90, 60, 0.2, random_state=block_rows, dtype=dtype)
+    per_row = 60 - np.diff(W.indptr)  # absent pairs per row: k equal to a prefix sum of
+    ends = np.minimum([0, block_rows - 1, 2 * block_rows - 1], 89)
+    exact_ends = np.cumsum(per_row)[ends]  # ... block ends
+    itemsize = np.dtype(dtype).itemsize
+    for k in (1, 59, *exact_ends.tolist(), 2000, 90 * 60):
+        _exact(A, B, int(k), W, block_bytes=block_rows * 60 * itemsize)
+
+
+@pytest.mark.parametrize("k", [5, 60, 200])
+def test_topk_block_unsorted_keeps_the_kth_best_last(k):
+    """sort=False: once k are kept, position k - 1 holds the k-th best and the better ones
+    come before it; as a set, the same top as sort=True."""
+    rng = np.random.default_rng(k)
+    S = rng.integers(0, 20, (10, 20)).astype(np.float32)  # ties
+    W = CSRMatrix.from_dense(np.zeros((10, 20), np.float32))
+    empty_k, empty_s = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    want_k, want_s = _native().topk_block(S.copy(), 0, W.indptr, W.indices, k, empty_k, empty_s)
+    got_k, got_s = _native().topk_block(S.copy(), 0, W.indptr, W.indices, k, empty_k, empty_s,
+                                        sort=False)
+    order = np.lexsort((got_k, -got_s))
+    np.testing.assert_array_equal(got_k[order], want_k)
+    np.testing.assert_array_equal(got_s[order], want_s)
+    kth = (want_s[k - 1], want_k[k - 1])
+    assert (got_s[k - 1], got_k[k - 1]) == kth
+    better = (got_s[:k - 1] > kth[0]) | ((got_s[:k - 1] == kth[0]) & (got_k[:k - 1] < kth[1]))
+    assert better.all()

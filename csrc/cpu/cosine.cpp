@@ -74,7 +74,7 @@ template <class T, class I>
 std::int64_t topk_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, const I* indptr,
                         const I* indices, std::int64_t k, std::int64_t n_top,
                         const std::int64_t* keys_in, const T* scores_in,
-                        std::int64_t* keys_out, T* scores_out) {
+                        std::int64_t* keys_out, T* scores_out, bool sort_out) {
   if (k <= 0) return 0;
   // Full top: only entries strictly above the k-th score can enter (an equal
   // score loses the tie, its key being larger than every key seen so far).
@@ -106,8 +106,10 @@ std::int64_t topk_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, c
   all.reserve(total);
   for (std::int64_t i = 0; i < n_top; ++i) all.push_back(TopCand<T>{scores_in[i], keys_in[i]});
   for (const auto& b : bufs) all.insert(all.end(), b.begin(), b.end());
-  if (static_cast<std::int64_t>(all.size()) > k) keep_best(all, k);
-  std::sort(all.begin(), all.end(), Better());
+  // With k or more, the k-th best ends at k - 1 (and the better ones before it):
+  // all the next block needs from an unsorted top is its k-th score there.
+  if (static_cast<std::int64_t>(all.size()) >= k) keep_best(all, k);
+  if (sort_out) std::sort(all.begin(), all.end(), Better());
   for (std::size_t i = 0; i < all.size(); ++i) {
     keys_out[i] = all[i].key;
     scores_out[i] = all[i].score;
@@ -125,7 +127,8 @@ template void cosine_pairs<double>(std::int64_t, std::int64_t, std::int64_t, con
 #define CTRE_INSTANTIATE(T, I)                                                              \
   template std::int64_t topk_block<T, I>(std::int64_t, std::int64_t, T*, std::int64_t,     \
                                          const I*, const I*, std::int64_t, std::int64_t,   \
-                                         const std::int64_t*, const T*, std::int64_t*, T*);
+                                         const std::int64_t*, const T*, std::int64_t*, T*,  \
+                                         bool);
 CTRE_INSTANTIATE(float, std::int32_t)
 CTRE_INSTANTIATE(float, std::int64_t)
 CTRE_INSTANTIATE(double, std::int32_t)

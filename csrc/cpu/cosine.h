@@ -31,11 +31,14 @@ void cosine_pairs(std::int64_t n_a, std::int64_t n_b, std::int64_t dim, const T*
 // and the block scanned again from the running k-th score, so the answer never
 // depends on it. Cost: O(m * n) to scan (one compare per entry; with the guess
 // few admissions, so few compactions) + O(k log k) to sort; memory O(k) per
-// thread; parallel over rows.
+// thread; parallel over rows. sort_out = false skips the sort (O(k) instead):
+// the top then comes back unordered except that, once it holds k entries, the
+// k-th best is at position k - 1 with the better ones before it, which is all
+// a following block needs; the caller sorts once after the last block.
 template <class T, class I>
 std::int64_t topk_block(std::int64_t m, std::int64_t n, T* S, std::int64_t r0, const I* indptr,
                         const I* indices, std::int64_t k, std::int64_t n_top,
                         const std::int64_t* keys_in, const T* scores_in,
-                        std::int64_t* keys_out, T* scores_out);
+                        std::int64_t* keys_out, T* scores_out, bool sort_out = true);
 
 }  // namespace ctre

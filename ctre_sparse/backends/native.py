@@ -203,6 +203,9 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     the scores are identical; :func:`_native.topk_block` masks the pattern
     (NaN), keeps the entries above the running k-th score and merges them with
     the order (score descending, then ``row * n_in + col`` ascending). The
+    running top stays unsorted between blocks (only its k-th score matters
+    there); one sort at the end, instead of one per block, matters when k is
+    large (a wide layer, or the sketch's ``oversample * k`` candidates). The
     products run on the native kernels' threads (:func:`_blas_on_our_threads`).
     """
     n_out, n_in = B.shape[0], A.shape[0]
@@ -215,7 +218,10 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
             r1 = min(r0 + block_rows, n_out)
             with _blas_on_our_threads():
                 S = np.ascontiguousarray(Bn[r0:r1] @ AnT)  # the reference's product, bit for bit
-            keys, scores = _native.topk_block(S, r0, indptr, indices, k, keys, scores)
+            keys, scores = _native.topk_block(S, r0, indptr, indices, k, keys, scores,
+                                              sort=False)
+        order = np.lexsort((keys, -scores))  # score descending, then key ascending
+        keys, scores = keys[order], scores[order]
     return keys // max(n_in, 1), keys % max(n_in, 1), scores
 
 
