@@ -259,6 +259,10 @@ def topk_cosine_sketch(A, B, k, *, exclude=None, dim=64, oversample=4, rank=None
     A_s, B_s = sketch(A, B, dim, rank, random_state)
     rows, cols, _ = topk_cosine(A_s, B_s, oversample * k, exclude=exclude,
                                 block_bytes=block_bytes, backend=backend)
+    # re-score in (row, col) order: consecutive pairs share B's row and walk A's rows upward,
+    # about half the memory traffic of score order (the order of the result is set below)
+    by_key = xp.argsort(rows * n_in + cols)
+    rows, cols = rows[by_key], cols[by_key]
     scores = cosine_pairs(B, A, rows, cols, backend=backend)  # |cos(B[rows], A[cols])|
     order = _best_k(rows, cols, scores, k, xp)
     logger.debug("sketch top-k: %d candidates re-scored, %d kept (dim %d, rank %d, %d samples)",
