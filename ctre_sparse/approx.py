@@ -31,24 +31,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import numbers
 
 import numpy as np
 
 from ._random import check_random_state
-from .ops import TOPK_BLOCK_BYTES, _check_activations, as_csr, cosine_pairs, topk_cosine
+from .ops import (TOPK_BLOCK_BYTES, _check_activations, _check_int, as_csr, cosine_pairs,
+                  topk_cosine)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["topk_cosine_sketch", "sketch", "topk_recall"]
-
-
-def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
-    return int(value)
 
 
 def _row_weights(M, xp):
@@ -142,8 +134,8 @@ def sketch(A, B, dim, rank=0, random_state=None):
     ((4, 64), True)
     """
     xp = _check_activations(A, B)
-    dim = _check_count("dim", dim, 1)
-    rank = _check_count("rank", rank, 0)
+    dim = _check_int("dim", dim, 1)
+    rank = _check_int("rank", rank, 0)
     if rank >= dim or dim > A.shape[1]:
         raise ValueError(f"need 0 <= rank < dim <= S, got rank={rank}, dim={dim}, "
                          f"S={A.shape[1]}")
@@ -238,10 +230,10 @@ def topk_cosine_sketch(A, B, k, *, exclude=None, dim=64, oversample=4, rank=None
     True
     """
     xp = _check_activations(A, B)
-    k = _check_count("k", k, 0)
-    dim = _check_count("dim", dim, 1)
-    oversample = _check_count("oversample", oversample, 1)
-    rank = dim // 4 if rank is None else _check_count("rank", rank, 0)
+    k = _check_int("k", k, 0)
+    dim = _check_int("dim", dim, 1)
+    oversample = _check_int("oversample", oversample, 1)
+    rank = dim // 4 if rank is None else _check_int("rank", rank, 0)
     if rank >= dim:
         raise ValueError(f"rank must be < dim, got rank={rank}, dim={dim}")
     n_out, n_in, n_samples = B.shape[0], A.shape[0], A.shape[1]

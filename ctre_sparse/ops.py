@@ -15,6 +15,7 @@ which costs O(nnz), small beside the O(nnz * batch) product.
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -222,6 +223,15 @@ def sddmm(W, G, X, *, out=None, backend="auto"):
 
 
 # ------------------------------------------------------------------ cosine
+def _check_int(name, value, minimum):
+    """``int(value)`` for an integer ``value >= minimum``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
+    return int(value)
+
+
 def _check_activations(A, B):
     xp = array_module(A)
     _check_dense("A", A, ndim=2, dtype=None, xp=xp)

@@ -59,3 +59,25 @@ def to_device(arr, backend_name):
 
 def csr_to_device(W, backend_name):
     return W.to_device("cuda" if backend_name == "cuda" else "cpu")
+
+
+def vm_hwm_kib():
+    """Peak resident memory of this process (VmHWM, KiB), or None where /proc has no such line."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_hwm():
+    """Reset VmHWM to the current resident size (Linux); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import CPU_BACKENDS, csr_to_device, to_device
+from conftest import CPU_BACKENDS, csr_to_device, reset_hwm, to_device, vm_hwm_kib
 import ctre_sparse.approx
 from ctre_sparse import CSRMatrix
 from ctre_sparse.approx import sketch, topk_cosine_sketch, topk_recall
@@ -365,26 +365,6 @@ def test_doctests():
 
 
 # ------------------------------------------------------------------ memory
-def _vm_hwm_kib():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_hwm():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def test_memory_bounded_on_a_large_layer():
     """20,000 x 20,000 (dense float32 scores would be 1.6 GB): peak stays far below that."""
     mem_backend = next((b for b in ("native", "numba") if b in CPU_BACKENDS), "reference")
@@ -394,8 +374,8 @@ def test_memory_bounded_on_a_large_layer():
     B = np.maximum(rng.standard_normal((n, S)), 0).astype(np.float32)
     W = CSRMatrix.random(n, n, nnz=100_000, random_state=1)
     topk_cosine_sketch(A[:50], B[:40], 5, dim=8, backend=mem_backend, random_state=0)  # JIT
-    hwm_ok = _reset_hwm()
-    hwm0 = _vm_hwm_kib()
+    hwm_ok = reset_hwm()
+    hwm0 = vm_hwm_kib()
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
@@ -405,7 +385,7 @@ def test_memory_bounded_on_a_large_layer():
     finally:
         tracemalloc.stop()
     elapsed = time.perf_counter() - t0
-    hwm1 = _vm_hwm_kib()
+    hwm1 = vm_hwm_kib()
     assert peak < 128 * 2**20, f"tracemalloc peak {peak / 2**20:.0f} MiB"
     if hwm_ok and hwm0 is not None:
         grown = (hwm1 - hwm0) * 1024

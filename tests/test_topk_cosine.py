@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import csr_to_device, to_device
+from conftest import csr_to_device, reset_hwm, to_device, vm_hwm_kib
 from ctre_sparse import CSRMatrix, cosine_pairs, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
@@ -223,26 +223,6 @@ def test_agrees_with_reference(fast_backend, dtype):
 
 
 # ------------------------------------------------------------------ memory
-def _vm_hwm_kib():
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_hwm():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def test_memory_bounded_on_a_huge_layer(backend):
     """50,000 x 50,000 (dense float32 would be 10 GB): peak stays far below 1 GiB."""
     n, S, k = 50_000, 6, 500
@@ -252,8 +232,8 @@ def test_memory_bounded_on_a_huge_layer(backend):
     W = CSRMatrix.random(n, n, nnz=200_000, random_state=1)  # density 8e-5
     call(A[:50], B[:40], 5, None, backend)  # warm-up (JIT compile) outside the measurement
     A_d, B_d, W_d = to_device(A, backend), to_device(B, backend), csr_to_device(W, backend)
-    hwm_ok = _reset_hwm()
-    hwm0 = _vm_hwm_kib()
+    hwm_ok = reset_hwm()
+    hwm0 = vm_hwm_kib()
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
@@ -262,7 +242,7 @@ def test_memory_bounded_on_a_huge_layer(backend):
     finally:
         tracemalloc.stop()
     elapsed = time.perf_counter() - t0
-    hwm1 = _vm_hwm_kib()
+    hwm1 = vm_hwm_kib()
     rows, cols, scores = _np(rows), _np(cols), _np(scores)
     assert peak < 256 * 2**20, f"tracemalloc peak {peak / 2**20:.0f} MiB"
     if hwm_ok and hwm0 is not None and backend != "cuda":

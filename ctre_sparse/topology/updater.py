@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import numbers
 import weakref
 
 import numpy as np
@@ -85,10 +84,10 @@ class TopologyUpdater:
         if int(cosine_samples) < 1:
             raise ValueError(f"cosine_samples must be >= 1, got {cosine_samples!r}")
         self.cosine_approx_dim = (None if cosine_approx_dim is None
-                                  else _check_int("cosine_approx_dim", cosine_approx_dim, 1))
-        self.cosine_approx_oversample = _check_int("cosine_approx_oversample",
+                                  else ops._check_int("cosine_approx_dim", cosine_approx_dim, 1))
+        self.cosine_approx_oversample = ops._check_int("cosine_approx_oversample",
                                                    cosine_approx_oversample, 1)
-        self.cosine_approx_min_pairs = _check_int("cosine_approx_min_pairs",
+        self.cosine_approx_min_pairs = ops._check_int("cosine_approx_min_pairs",
                                                   cosine_approx_min_pairs, 0)
         if backend != "auto":
             get_backend(backend)  # unknown or unavailable backends fail here, with the reason
@@ -242,12 +241,3 @@ class TopologyUpdater:
                   f"{self.cosine_approx_min_pairs}")
         return (f"TopologyUpdater(zeta={self.zeta}, growth={self.growth!r}, "
                 f"cosine_samples={self.cosine_samples}{approx})")
-
-
-def _check_int(name, value, minimum):
-    """``int(value)`` for an integer ``value >= minimum``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
-    return int(value)
