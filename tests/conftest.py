@@ -81,3 +81,21 @@ def reset_hwm():
         return True
     except OSError:
         return False
+
+
+def to_host(arr):
+    """A NumPy array from a NumPy or CuPy array."""
+    return arr.get() if hasattr(arr, "get") else np.asarray(arr)
+
+
+def brute_cosine(A, B, exclude_dense=None):
+    """Float64 |cos(B[r], A[c])| for all pairs, and the absent pairs in (-score, row, col) order."""
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    na, nb = np.linalg.norm(A64, axis=1), np.linalg.norm(B64, axis=1)
+    den = np.outer(nb, na)
+    S = np.abs(B64 @ A64.T) / np.where(den > 0, den, 1)
+    S[den == 0] = 0.0
+    absent = np.ones(S.shape, bool) if exclude_dense is None else exclude_dense == 0
+    r, c = np.nonzero(absent)
+    order = np.lexsort((c, r, -S[r, c]))
+    return S, r[order], c[order]

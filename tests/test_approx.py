@@ -7,7 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import CPU_BACKENDS, csr_to_device, reset_hwm, to_device, vm_hwm_kib
+from conftest import (CPU_BACKENDS, brute_cosine, csr_to_device, reset_hwm, to_device, to_host,
+                      vm_hwm_kib)
 import ctre_sparse.approx
 from ctre_sparse import CSRMatrix
 from ctre_sparse.approx import sketch, topk_cosine_sketch, topk_recall
@@ -16,37 +17,20 @@ from ctre_sparse.ops import cosine_pairs, spmm, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
 
-def _np(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
 def call(A, B, k, exclude, backend, **kw):
     ex = None if exclude is None else csr_to_device(exclude, backend)
     out = topk_cosine_sketch(to_device(A, backend), to_device(B, backend), k, exclude=ex,
                              backend=backend, **kw)
-    rows, cols, scores = (_np(a) for a in out)
+    rows, cols, scores = (to_host(a) for a in out)
     assert rows.dtype == np.int64 and cols.dtype == np.int64 and scores.dtype == A.dtype
     return rows, cols, scores
-
-
-def brute(A, B, exclude_dense=None):
-    """Float64 |cos(B[r], A[c])| for all pairs, and the absent pairs in (-score, row, col) order."""
-    A64, B64 = A.astype(np.float64), B.astype(np.float64)
-    na, nb = np.linalg.norm(A64, axis=1), np.linalg.norm(B64, axis=1)
-    den = np.outer(nb, na)
-    S = np.abs(B64 @ A64.T) / np.where(den > 0, den, 1)
-    S[den == 0] = 0.0
-    absent = np.ones(S.shape, bool) if exclude_dense is None else exclude_dense == 0
-    r, c = np.nonzero(absent)
-    order = np.lexsort((c, r, -S[r, c]))
-    return S, r[order], c[order]
 
 
 def assert_contract(result, A, B, k, exclude, backend):
     """Length, no excluded or repeated pair, exact scores of the returned pairs, order and ties."""
     rows, cols, scores = result
     ex = None if exclude is None else exclude.toarray()
-    S, br, _ = brute(A, B, ex)
+    S, br, _ = brute_cosine(A, B, ex)
     m = min(k, br.shape[0])
     assert rows.shape == cols.shape == scores.shape == (m,)
     if m:
@@ -56,7 +40,7 @@ def assert_contract(result, A, B, k, exclude, backend):
         assert not np.any(ex[rows, cols] != 0), "an excluded pair was returned"
     assert len(set(zip(rows.tolist(), cols.tolist()))) == m, "a pair was returned twice"
     # the scores are the exact cosines of the pairs: ops.cosine_pairs, same backend, bit for bit
-    ref = _np(cosine_pairs(to_device(B, backend), to_device(A, backend), to_device(rows, backend),
+    ref = to_host(cosine_pairs(to_device(B, backend), to_device(A, backend), to_device(rows, backend),
                            to_device(cols, backend), backend=backend))
     np.testing.assert_array_equal(scores, ref)
     rtol, atol = tolerance(A.dtype)
@@ -111,7 +95,7 @@ def test_every_absent_pair_a_candidate_gives_the_exact_set(backend, dtype):
     absent = 300 - W.nnz
     res = call(A, B, k, W, backend, dim=3, rank=0, oversample=-(-absent // k), random_state=2)
     assert_contract(res, A, B, k, W, backend)
-    S, br, bc = brute(A, B, W.toarray())
+    S, br, bc = brute_cosine(A, B, W.toarray())
     rtol, atol = tolerance(dtype)
     np.testing.assert_allclose(res[2], S[br[:k], bc[:k]], rtol=0, atol=20 * (rtol + atol))
     gap = S[br[k - 1], bc[k - 1]] - S[br[k], bc[k]]
@@ -132,7 +116,7 @@ def test_ties_order_on_the_returned_set(backend, dtype, index_dtype, seed):
     rng = np.random.default_rng(seed)
     A, B = _tie_family(13, rng, dtype), _tie_family(11, rng, dtype)
     W = CSRMatrix.random(11, 13, 0.3, random_state=seed, dtype=dtype, index_dtype=index_dtype)
-    S, br, bc = brute(A, B, W.toarray())
+    S, br, bc = brute_cosine(A, B, W.toarray())
     for k in (1, 5, 17, 40):
         for oversample in (1, 3, 200):
             res = call(A, B, k, W, backend, dim=3, rank=1, oversample=oversample,
@@ -155,7 +139,7 @@ def test_zero_norm_rows_score_zero(backend, dtype):
     assert all(got[(1, c)] == 0 for c in range(5))
     assert min(got[(r, c)] for r in (0, 2, 3) for c in (0, 1, 3, 4)) > 0
     A_s, B_s = sketch(A, B, 4, 1, random_state=0)
-    assert not np.any(_np(A_s)[2]) and not np.any(_np(B_s)[1])
+    assert not np.any(to_host(A_s)[2]) and not np.any(to_host(B_s)[1])
 
 
 @pytest.mark.parametrize("n_in,n_out", [(0, 5), (6, 0)])
@@ -208,7 +192,7 @@ def test_dim_at_least_samples_is_the_exact_op(backend, dtype, dim):
     ref = topk_cosine(to_device(A, backend), to_device(B, backend), 37, exclude=ex,
                       backend=backend)
     for x, y in zip(got, ref):
-        np.testing.assert_array_equal(x, _np(y))
+        np.testing.assert_array_equal(x, to_host(y))
 
 
 # ------------------------------------------------------------------ the sketch itself
@@ -220,7 +204,7 @@ def test_principal_part_makes_low_rank_data_exact(dtype, rank):
     A = (rng.standard_normal((40, 3)) @ basis).astype(dtype)
     B = (rng.standard_normal((30, 3)) @ basis).astype(dtype)
     A_s, B_s = sketch(A, B, 8, rank, random_state=1)
-    S, _, _ = brute(A, B)
+    S, _, _ = brute_cosine(A, B)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(np.abs(B_s @ A_s.T), S, rtol=0, atol=tol)
     if rank < 8:  # the plain Gaussian sketch of the same data is visibly approximate

@@ -6,33 +6,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from conftest import csr_to_device, reset_hwm, to_device, vm_hwm_kib
+from conftest import brute_cosine, csr_to_device, reset_hwm, to_device, to_host, vm_hwm_kib
 from ctre_sparse import CSRMatrix, cosine_pairs, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
-
-
-def _np(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
-def brute(A, B, exclude_dense=None):
-    """Float64 |cos(B[r], A[c])| for all pairs, and the absent pairs in (-score, row, col) order."""
-    A64, B64 = A.astype(np.float64), B.astype(np.float64)
-    na, nb = np.linalg.norm(A64, axis=1), np.linalg.norm(B64, axis=1)
-    den = np.outer(nb, na)
-    S = np.abs(B64 @ A64.T) / np.where(den > 0, den, 1)
-    S[den == 0] = 0.0
-    absent = np.ones(S.shape, bool) if exclude_dense is None else exclude_dense == 0
-    r, c = np.nonzero(absent)
-    order = np.lexsort((c, r, -S[r, c]))
-    return S, r[order], c[order]
 
 
 def call(A, B, k, exclude, backend, **kw):
     ex = None if exclude is None else csr_to_device(exclude, backend)
     rows, cols, scores = topk_cosine(to_device(A, backend), to_device(B, backend), k,
                                      exclude=ex, backend=backend, **kw)
-    rows, cols, scores = _np(rows), _np(cols), _np(scores)
+    rows, cols, scores = to_host(rows), to_host(cols), to_host(scores)
     assert rows.dtype == np.int64 and cols.dtype == np.int64 and scores.dtype == A.dtype
     return rows, cols, scores
 
@@ -41,7 +24,7 @@ def assert_topk(result, A, B, k, exclude):
     """Exact up to rounding: right length, no excluded pair, optimal scores, tie order."""
     rows, cols, scores = result
     ex = None if exclude is None else exclude.toarray()
-    S, br, bc = brute(A, B, ex)
+    S, br, bc = brute_cosine(A, B, ex)
     m = min(k, br.shape[0])
     assert rows.shape == cols.shape == scores.shape == (m,)
     if ex is not None and m:
@@ -117,7 +100,7 @@ def test_ties_exact_order(backend, dtype, index_dtype, seed):
     A, B = _tie_family(13, rng, dtype), _tie_family(11, rng, dtype)
     B[3] = B[7]  # duplicate output rows: equal scores, row 3 must come first
     W = CSRMatrix.random(11, 13, 0.3, random_state=seed, dtype=dtype, index_dtype=index_dtype)
-    S, br, bc = brute(A, B, W.toarray())
+    S, br, bc = brute_cosine(A, B, W.toarray())
     assert np.all(np.isin(S, [0, 0.5, 1]))
     for k in (1, 5, 17, 40, 200):
         for block_bytes in (1, 13 * dtype.itemsize * 3, 1 << 20):  # 1, 3 and all rows a block
@@ -243,7 +226,7 @@ def test_memory_bounded_on_a_huge_layer(backend):
         tracemalloc.stop()
     elapsed = time.perf_counter() - t0
     hwm1 = vm_hwm_kib()
-    rows, cols, scores = _np(rows), _np(cols), _np(scores)
+    rows, cols, scores = to_host(rows), to_host(cols), to_host(scores)
     assert peak < 256 * 2**20, f"tracemalloc peak {peak / 2**20:.0f} MiB"
     if hwm_ok and hwm0 is not None and backend != "cuda":
         # resident-set high-water mark: catches allocations tracemalloc cannot see (C++, numba)
