@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_session.sh sanitize   # compute-sanitizer memcheck/racecheck/synccheck
 #   bash benchmarks/gpu_session.sh kernels    # kernel benchmark vs cuSPARSE and cuBLAS
 #   bash benchmarks/gpu_session.sh training   # training benchmark vs PyTorch dense+mask
+#                                              (hidden 1000 full epoch; hidden 16384, peer
+#                                              extrapolated from 50 batches)
 #   bash benchmarks/gpu_session.sh all        # all of the above (longer than one call allows)
 #
 # Run from the repository root. Output goes to $OUT (the device tool's folder that comes back;
@@ -144,9 +146,9 @@ training() {
         --json "$OUT/bench_training_gpu.json" > "$OUT/bench_training.log" 2>&1
     result "bench training (1000): rc=$?"
     tail -25 "$OUT/bench_training.log"
-    log "training benchmark on the GPU: hidden 16384, no peer"
+    log "training benchmark on the GPU: hidden 16384 (peer: 50 batches, extrapolated)"
     timeout 240 "$PY" -m ctre_sparse bench training --device cuda --hidden 16384 --epochs 1 \
-        --no-peer --json "$OUT/bench_training_gpu_16384.json" \
+        --peer-batches 50 --json "$OUT/bench_training_gpu_16384.json" \
         > "$OUT/bench_training_16384.log" 2>&1
     result "bench training (16384): rc=$?"
     tail -15 "$OUT/bench_training_16384.log"
