@@ -25,6 +25,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
+from ._params import check_params, hidden_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +46,6 @@ def _core():
     from .topology import TopologyUpdater
 
     return SparseMLP, SGD, TopologyUpdater, training
-
-
-def _check_number(name, value, low, high, *, integer=False, low_open=False, high_open=True):
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
-    below = value <= low if low_open else value < low
-    above = high is not None and (value >= high if high_open else value > high)
-    if below or above:
-        interval = ("(" if low_open else "[") + f"{low}, " + \
-            ("inf)" if high is None else f"{high}" + (")" if high_open else "]"))
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
 
 
 class CTREClassifier(ClassifierMixin, BaseEstimator):
@@ -205,46 +194,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- checks
     def _hidden_sizes(self):
-        sizes = self.hidden_layer_sizes
-        sizes = [sizes] if isinstance(sizes, numbers.Integral) else list(sizes)
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-                raise ValueError(f"hidden_layer_sizes must be positive ints, got "
-                                 f"{self.hidden_layer_sizes!r}")
-        return [int(s) for s in sizes]
+        return hidden_sizes(self.hidden_layer_sizes)
 
     def _check_params(self):
-        self._hidden_sizes()
-        if self.density is None:
-            _check_number("epsilon", self.epsilon, 0, None, low_open=True)
-        else:
-            _check_number("density", self.density, 0, 1, low_open=True, high_open=False)
-        _check_number("zeta", self.zeta, 0, 1)
-        if self.growth not in GROWTHS:
-            raise ValueError(f"growth must be one of {GROWTHS}, got {self.growth!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        _check_number("learning_rate", self.learning_rate, 0, None, low_open=True)
-        _check_number("momentum", self.momentum, 0, 1)
-        _check_number("weight_decay", self.weight_decay, 0, None)
-        _check_number("batch_size", self.batch_size, 1, None, integer=True)
-        _check_number("max_epochs", self.max_epochs, 1, None, integer=True)
-        _check_number("validation_fraction", self.validation_fraction, 0, 1)
-        _check_number("patience", self.patience, 1, None, integer=True)
-        if self.cosine_samples is not None:
-            _check_number("cosine_samples", self.cosine_samples, 1, None, integer=True)
-        if self.cosine_approx_dim is not None:
-            _check_number("cosine_approx_dim", self.cosine_approx_dim, 1, None, integer=True)
-        _check_number("cosine_approx_oversample", self.cosine_approx_oversample, 1, None,
-                      integer=True)
-        _check_number("dropout", self.dropout, 0, 1)
-        _check_number("checkpoint_every", self.checkpoint_every, 1, None, integer=True)
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.device == "cuda" and self.backend not in ("auto", "cuda"):
-            raise ValueError(f"device='cuda' needs backend 'auto' or 'cuda', got {self.backend!r}")
-        if np.dtype(self.dtype) not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        check_params(self, GROWTHS, ACTIVATIONS)
 
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
