@@ -165,3 +165,25 @@ def machine_block(threads=None, device="cpu"):
     if device == "cuda":
         block["gpu"] = cuda_info()
     return block
+
+
+def code_version():
+    """``{"commit", "dirty"}`` of the git checkout the package runs from (None outside one).
+
+    ``dirty`` lists the modified tracked files under ``ctre_sparse/`` and
+    ``csrc/``: the timed code is the commit plus those changes.
+    """
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                 "ctre_sparse", "csrc"], cwd=root, capture_output=True,
+                                text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.debug("no git version: %s", exc)
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": sorted(line[3:] for line in status.splitlines())}
