@@ -57,11 +57,11 @@ def test_steady_topology_leaves_out_the_first_epoch():
 
     epochs = [{"topology_seconds": 0.3, "seconds": 1.3}, {"topology_seconds": 0.1, "seconds": 1.0},
               {"topology_seconds": 0.2, "seconds": 1.2}]
-    got = tb._steady_topology(epochs)
+    got = training_report.steady_topology(epochs)
     assert got["topology_seconds_steady"] == pytest.approx(0.15)
     assert got["topology_fraction_steady"] == pytest.approx(0.15 / 1.1)
-    assert tb._steady_topology(epochs[:1]) == {"topology_seconds_steady": None,
-                                               "topology_fraction_steady": None}
+    assert training_report.steady_topology(epochs[:1]) == {"topology_seconds_steady": None,
+                                                           "topology_fraction_steady": None}
     line = training_report._steady({"per_epoch": epochs})
     assert line == "0.150 (13.6% of those epochs; the first update took 0.300)"
     assert "one epoch" in training_report._steady({"per_epoch": epochs[:1]})

@@ -53,7 +53,8 @@ from .training_check import (CHECK_RTOL, check_batch, check_ours, checked_error,
                              reference_pass)
 from .training_peer import TorchDenseMasked, peer_unavailable_reason
 from .training_profile import OpProfiler
-from .training_report import format_record, markdown_results, update_markdown
+from .training_report import (format_record, markdown_results, steady_topology,
+                              update_markdown)
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ def _record(config, width, model, nnz_layers, epochs, peer):
            "nnz_total": nnz, "nnz_layers": nnz_layers, "seconds_per_epoch": total,
            "train_seconds": train, "topology_seconds": topo,
            "topology_fraction": topo / total if total else None,
-           **_steady_topology(epochs),
+           **steady_topology(epochs),
            "ns_per_nnz_sample": ns_per_nnz_sample(train, nnz, n),
            "train_gflops": useful_gflops(model, n, train),
            "train_loss": epochs[-1]["train_loss"], "train_accuracy": epochs[-1]["train_accuracy"],
@@ -388,22 +389,6 @@ def _record(config, width, model, nnz_layers, epochs, peer):
                       for k, v in asdict(config).items()}}
     rec["targets"] = targets(rec)
     return rec
-
-
-def _steady_topology(epochs):
-    """The topology update after the first timed epoch: its mean and share of those epochs.
-
-    The first update of a run also pays for memory touched for the first time
-    (page faults), which a long run amortises; the targets use the mean over
-    all timed epochs, this is shown beside it. None with a single epoch.
-    """
-    later = epochs[1:]
-    if not later:
-        return {"topology_seconds_steady": None, "topology_fraction_steady": None}
-    topo = _mean([e["topology_seconds"] for e in later])
-    total = _mean([e["seconds"] for e in later])
-    return {"topology_seconds_steady": topo,
-            "topology_fraction_steady": topo / total if total else None}
 
 
 def targets(rec):
