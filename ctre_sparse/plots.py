@@ -19,11 +19,10 @@ __all__ = ["plot_learning_curves", "plot_input_connectivity"]
 
 
 def _new_figure(width, height):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - matplotlib is an optional extra
-        raise ImportError("plotting needs matplotlib: pip install 'ctre_sparse[plot]'") from exc
+    # matplotlib is a core dependency, imported here only to keep `import ctre_sparse` light
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
