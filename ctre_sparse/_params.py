@@ -9,17 +9,23 @@ import numpy as np
 __all__ = ["check_number", "hidden_sizes", "check_params"]
 
 
+def _shown(value):
+    """``value`` as a user wrote it: NumPy scalars as Python ones (``'foo'``, not
+    ``np.str_('foo')``) in error messages."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def check_number(name, value, low, high, *, integer=False, low_open=False, high_open=True):
     """``value`` in the interval from ``low`` to ``high`` (None: unbounded), else ValueError."""
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
+        raise ValueError(f"{name} must be {'an int' if integer else 'a number'}, got {_shown(value)!r}")
     below = value <= low if low_open else value < low
     above = high is not None and (value >= high if high_open else value > high)
     if below or above:
         interval = ("(" if low_open else "[") + f"{low}, " + \
             ("inf)" if high is None else f"{high}" + (")" if high_open else "]"))
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+        raise ValueError(f"{name} must be in {interval}, got {_shown(value)!r}")
 
 
 def hidden_sizes(value):
@@ -27,7 +33,7 @@ def hidden_sizes(value):
     sizes = [value] if isinstance(value, numbers.Integral) else list(value)
     for s in sizes:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-            raise ValueError(f"hidden_layer_sizes must be positive ints, got {value!r}")
+            raise ValueError(f"hidden_layer_sizes must be positive ints, got {_shown(value)!r}")
     return [int(s) for s in sizes]
 
 
@@ -43,9 +49,9 @@ def check_params(est, growths, activations):
         check_number("density", est.density, 0, 1, low_open=True, high_open=False)
     check_number("zeta", est.zeta, 0, 1)
     if est.growth not in growths:
-        raise ValueError(f"growth must be one of {growths}, got {est.growth!r}")
+        raise ValueError(f"growth must be one of {growths}, got {_shown(est.growth)!r}")
     if est.activation not in activations:
-        raise ValueError(f"activation must be one of {activations}, got {est.activation!r}")
+        raise ValueError(f"activation must be one of {activations}, got {_shown(est.activation)!r}")
     check_number("learning_rate", est.learning_rate, 0, None, low_open=True)
     check_number("momentum", est.momentum, 0, 1)
     check_number("weight_decay", est.weight_decay, 0, None)
@@ -62,8 +68,10 @@ def check_params(est, growths, activations):
     check_number("dropout", est.dropout, 0, 1)
     check_number("checkpoint_every", est.checkpoint_every, 1, None, integer=True)
     if est.device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {est.device!r}")
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {_shown(est.device)!r}")
     if est.device == "cuda" and est.backend not in ("auto", "cuda"):
-        raise ValueError(f"device='cuda' needs backend 'auto' or 'cuda', got {est.backend!r}")
+        raise ValueError(f"device='cuda' needs backend 'auto' or 'cuda', got {_shown(est.backend)!r}")
+    if not isinstance(est.standardize, (bool, np.bool_)):
+        raise ValueError(f"standardize must be True or False, got {_shown(est.standardize)!r}")
     if np.dtype(est.dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {est.dtype!r}")

@@ -32,6 +32,7 @@ import csv
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -397,8 +398,15 @@ def fetch_openml_cached(name, cache_dir=None, *, version="active", test_size=DEF
         from sklearn.datasets import fetch_openml
 
         logger.info("fetching OpenML data set %r (version %s) into %s", name, version, cache_dir)
-        bunch = fetch_openml(name, version=version, as_frame=False, data_home=str(cache_dir),
-                             parser="auto")
+        try:
+            with warnings.catch_warnings():   # its retry warnings: the error below says it all
+                warnings.simplefilter("ignore", UserWarning)
+                bunch = fetch_openml(name, version=version, as_frame=False,
+                                     data_home=str(cache_dir), parser="auto")
+        except OSError as exc:  # URLError, timeouts, DNS failures: no network or no server
+            raise ValueError(
+                f"openml:{name}: could not download it from OpenML ({_reason(exc)}); OpenML "
+                f"needs a network connection, or a cached copy {cache} made earlier") from None
         X = _features(bunch.data, f"openml:{name}")
         y = np.asarray(bunch.target)
         y = y.astype(str) if y.dtype == object else y
@@ -408,6 +416,11 @@ def fetch_openml_cached(name, cache_dir=None, *, version="active", test_size=DEF
         os.replace(tmp, cache)
     ds = load_npz(cache, test_size=test_size, random_state=random_state)
     return dataclasses.replace(ds, name=name)
+
+
+def _reason(exc):
+    """The short cause of a network error (URLError keeps it in ``reason``)."""
+    return str(getattr(exc, "reason", None) or exc) or type(exc).__name__
 
 
 def default_data_dir():

@@ -112,6 +112,15 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         ``cosine_approx_dim``.
     dropout : float in [0, 1), default 0.0
         Dropout on hidden activations during training.
+    standardize : bool, default True
+        Scale every input feature to zero mean and unit variance with the
+        statistics of the data given to the first :meth:`fit` (or the first
+        :meth:`partial_fit` call), kept in ``input_mean_`` / ``input_scale_``
+        and applied by every later call (prediction included). A feature
+        that is constant there is only centred. Sparse networks at small
+        ``epsilon`` see each input through one or two connections, so raw
+        features far from unit scale (pixel values 0-255, say) make them
+        diverge or stall at chance. False: the inputs are used as given.
     random_state : int, Generator or None, default None
         Seed of initialisation, validation split, shuffling and topology.
     verbose : int, default 0
@@ -145,6 +154,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         ``coefs_[i]`` has shape ``(n_in, n_out)`` like MLPClassifier's (a CSR
         copy of the transpose of the stored ``(n_out, n_in)`` weight).
     intercepts_ : list of ndarray
+    input_mean_, input_scale_ : ndarray of shape (n_features_in_,)
+        The input standardization (``(X - input_mean_) / input_scale_``);
+        zeros and ones with ``standardize=False``.
     feature_importances_ : ndarray of shape (n_features_in_,)
         Each input's share of the input layer's connections (CTRE's
         feature-selection signal): connections of input ``i`` / all of them.
@@ -164,7 +176,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, dropout=0.0,
-                 random_state=None, verbose=0, backend="auto", device="cpu",
+                 standardize=True, random_state=None, verbose=0, backend="auto", device="cpu",
                  checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
@@ -184,6 +196,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.cosine_approx_dim = cosine_approx_dim
         self.cosine_approx_oversample = cosine_approx_oversample
         self.dropout = dropout
+        self.standardize = standardize
         self.random_state = random_state
         self.verbose = verbose
         self.backend = backend
@@ -196,20 +209,56 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def _hidden_sizes(self):
         return hidden_sizes(self.hidden_layer_sizes)
 
-    def _check_params(self):
+    def validate_params(self):
+        """Check every constructor parameter now (``fit`` does it first thing).
+
+        For callers that want parameter errors before loading data.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Naming the parameter, the expected values and the value given.
+
+        Examples
+        --------
+        >>> CTREClassifier(zeta=1.5).validate_params()
+        Traceback (most recent call last):
+        ...
+        ValueError: zeta must be in [0, 1), got 1.5
+        """
         check_params(self, GROWTHS, ACTIVATIONS)
+        return self
 
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
-    def _to_fm(self, X):
-        """Sample-major (n, d) -> feature-major (d, n): the transpose of a C-ordered copy.
+    def _fit_scaling(self, X):
+        """Set ``input_mean_`` / ``input_scale_`` from ``X`` (identity without ``standardize``)."""
+        n_features = X.shape[1]
+        if not self.standardize:
+            self.input_mean_ = np.zeros(n_features)
+            self.input_scale_ = np.ones(n_features)
+            return
+        self.input_mean_ = X.mean(axis=0, dtype=np.float64)
+        scale = X.std(axis=0, dtype=np.float64)
+        self.input_scale_ = np.where(scale > 0, scale, 1.0)
 
-        The result is F-ordered; the training core gathers each mini-batch as
-        whole sample rows from it (faster than from a C-ordered (d, n) array)
-        and copies the batch to C order.
+    def _to_fm(self, X):
+        """Standardized, sample-major (n, d) -> feature-major (d, n), in the model dtype.
+
+        One copy: the transpose of a C-ordered array, so the result is
+        F-ordered; the training core gathers each mini-batch as whole sample
+        rows from it (faster than from a C-ordered (d, n) array) and copies
+        the batch to C order.
         """
-        return np.ascontiguousarray(X, dtype=np.dtype(self.dtype)).T
+        dtype = np.dtype(self.dtype)
+        out = np.subtract(X, self.input_mean_.astype(dtype), dtype=dtype)
+        out /= self.input_scale_.astype(dtype)
+        return out.T
 
     # ------------------------------------------------------------ construction
     def _seed_sequence(self):
@@ -314,12 +363,13 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return self._fit(X, y, incremental=True, classes=classes)
 
     def _fit(self, X, y, *, incremental, classes=None, resume=False, callbacks=None):
-        self._check_params()
+        self.validate_params()
         first = not (incremental and hasattr(self, "_trainer"))
         X, y = validate_data(self, X, y, reset=first, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         if first:
             self._init_classes(y, classes)
+            self._fit_scaling(X)
         codes = self._encode(y)
         checkpoint = self._resume_path(resume) if not incremental else None
         if checkpoint is not None:
@@ -511,7 +561,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             if path is None:
                 raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
             if not path.exists():
-                logger.info("no checkpoint at %s: starting from scratch", path)
+                logger.warning("resume=True but there is no checkpoint at %s: training from "
+                               "scratch", path)
                 return None
             return path
         return Path(resume)

@@ -13,6 +13,8 @@ that ``np.load(path, allow_pickle=False)`` reads. Its members:
     layers, the seed in use and the validation split.
 ``history_json``
     0-d string, JSON list of per-epoch records (``history_``).
+``input_mean``, ``input_scale``
+    The input standardization, float64 of length ``n_features_in_``.
 ``classes``
     The class labels (numbers, or fixed-width strings; object labels are
     stored as strings).
@@ -40,6 +42,7 @@ import logging
 import numbers
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,7 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "encode_state", "decode_state", "atomic_s
 
 FORMAT = "ctre_sparse.CTREClassifier"
 FORMAT_VERSION = 1
+_ZIP_MAGIC = b"PK\x03\x04"   # an .npz is a zip archive
 
 
 def _to_host(arr):
@@ -226,8 +230,21 @@ def read_npz(path):
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (expected a model saved by "
                                 f"CTREClassifier.save)")
-    with np.load(path, allow_pickle=False) as npz:
-        members = {k: npz[k] for k in npz.files}
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a model file (.npz)")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head != _ZIP_MAGIC:   # np.load would try other formats (pickle included) on anything else
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (not an .npz archive: "
+                         f"{'it is empty' if not head else f'it starts with {head!r}'})")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise ValueError("it holds a single array, not an .npz archive")
+            members = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file ({_why_unreadable(exc)})"
+                         ) from None
     tag = str(members.get("format", np.array(""))[()])
     if tag != FORMAT:
         raise ValueError(f"{path}: not a ctre_sparse model file (format tag {tag!r}, "
@@ -237,6 +254,16 @@ def read_npz(path):
         raise ValueError(f"{path}: format version {version} is newer than this ctre_sparse "
                          f"reads ({FORMAT_VERSION}); upgrade ctre_sparse")
     return members
+
+
+def _why_unreadable(exc):
+    """A user-facing reason for an archive that np.load could not read."""
+    text = str(exc)
+    if "allow_pickle" in text or "pickled" in text:
+        return "it holds pickled (object) data, which a model file never does"
+    if isinstance(exc, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
+        return f"not a complete .npz archive: truncated or corrupt ({text or type(exc).__name__})"
+    return text or type(exc).__name__
 
 
 # ------------------------------------------------------------ the estimator's members
@@ -280,6 +307,8 @@ def dump_members(est):
     classes = np.asarray(est.classes_)
     arrays["classes"] = classes.astype(str) if classes.dtype.hasobject else classes
     arrays["validation_indices"] = np.asarray(est._val_idx, dtype=np.int64)
+    arrays["input_mean"] = np.asarray(est.input_mean_, dtype=np.float64)
+    arrays["input_scale"] = np.asarray(est.input_scale_, dtype=np.float64)
     if hasattr(est, "feature_names_in_"):
         arrays["feature_names_in"] = np.asarray(est.feature_names_in_).astype(str)
     known = []
@@ -318,6 +347,21 @@ def _check_resumable(est, meta, members, X, codes, source):
                              f"interrupted run (fingerprint differs)")
 
 
+def _restore_scaling(est, members, source):
+    """The saved input standardization (files from before it existed: the identity)."""
+    n = int(est.n_features_in_)
+    if "input_mean" not in members:
+        est.input_mean_, est.input_scale_ = np.zeros(n), np.ones(n)
+        return
+    mean = np.asarray(members["input_mean"], dtype=np.float64)
+    scale = np.asarray(members["input_scale"], dtype=np.float64)
+    if mean.shape != (n,) or scale.shape != (n,) or not (
+            np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError(f"{source}: input_mean/input_scale must be {n} finite values "
+                         "(scales > 0)")
+    est.input_mean_, est.input_scale_ = mean, scale
+
+
 def restore_members(est, members, X=None, codes=None, *, source="<memory>"):
     """Set a :class:`CTREClassifier`'s learned state from saved members.
 
@@ -332,6 +376,7 @@ def restore_members(est, members, X=None, codes=None, *, source="<memory>"):
         est.n_features_in_ = int(meta["n_features_in"])
         if "feature_names_in" in members:
             est.feature_names_in_ = members["feature_names_in"].astype(object)
+    _restore_scaling(est, members, source)
     est._build(est.n_features_in_, len(est.classes_), meta["entropy"])
     state = decode_state(str(members["state_json"][()]), members)
     est._trainer.load_state_dict(state)

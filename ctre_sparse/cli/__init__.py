@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import zipfile
 
 __all__ = ["main", "build_parser"]
 
@@ -55,8 +56,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, zipfile.BadZipFile) as exc:
         sys.stderr.write(f"ctre-sparse: error: {exc}\n")
+        return 1
+    except OSError as exc:  # files and network: name the file and the cause, in one line
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        sys.stderr.write(f"ctre-sparse: error: {where}{exc.strerror or exc}\n")
         return 1
 
 

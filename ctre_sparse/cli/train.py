@@ -16,7 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["register", "run", "ProgressBar", "DEFAULTS"]
+__all__ = ["register", "run", "ProgressBar", "DEFAULTS", "OUTPUT_FILES"]
+
+#: What a run writes into its ``--out`` folder.
+OUTPUT_FILES = ("history.json", "model.npz", "checkpoint.npz", "learning_curves.png",
+                "input_connectivity.png")
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +138,9 @@ def register(subparsers):
     p.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
     p.add_argument("--backend", default=d["backend"],
                    help="kernel backend: auto, native, numba, reference (default: %(default)s)")
-    p.add_argument("--device", default=d["device"], choices=["cpu", "cuda"])
+    p.add_argument("--device", default=d["device"], choices=["cpu", "cuda"],
+                   help="where training runs: cpu, or cuda (a GPU through CuPy; see "
+                        "`ctre-sparse info`) (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: runs/<dataset>-<growth>-seed<seed>)")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
@@ -142,7 +148,8 @@ def register(subparsers):
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/checkpoint.npz of an interrupted run")
     p.add_argument("--no-standardize", action="store_true",
-                   help="do not standardize features with training statistics")
+                   help="use the features as they are (default: each feature scaled to zero "
+                        "mean and unit variance with training statistics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -157,7 +164,8 @@ def _estimator(args, out):
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
         patience=args.patience, cosine_samples=args.cosine_samples,
         cosine_approx_dim=args.cosine_approx_dim,
-        cosine_approx_oversample=args.cosine_approx_oversample, random_state=args.seed,
+        cosine_approx_oversample=args.cosine_approx_oversample,
+        standardize=not args.no_standardize, random_state=args.seed,
         backend=args.backend, device=args.device,
         checkpoint_dir=out, checkpoint_every=max(1, args.checkpoint_every))
 
@@ -190,31 +198,65 @@ def _write_outputs(clf, ds, out, summary):
                             image_shape=ds.image_shape, title=f"input connectivity ({title})")
 
 
+def _output_folder(args):
+    """The ``--out`` folder (created), or a ValueError saying why it cannot be used."""
+    spec = str(args.dataset)
+    name = spec.split(":", 1)[1] if spec.startswith("openml:") else Path(spec).stem or spec
+    out = Path(args.out) if args.out else Path("runs") / f"{name}-{args.growth}-seed{args.seed}"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") \
+            from None
+    return out
+
+
+def _resume(args, out):
+    """``fit``'s ``resume`` argument; says so when --resume finds no checkpoint."""
+    from ..estimator import CHECKPOINT_NAME
+
+    if not args.resume:
+        return False
+    if not (out / CHECKPOINT_NAME).exists():
+        sys.stderr.write(f"ctre-sparse: --resume: no checkpoint in {out}/ "
+                         f"({CHECKPOINT_NAME}); training from scratch\n")
+        return False
+    return True
+
+
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
+
+
 def run(args):
     """Execute ``ctre-sparse train`` with parsed ``args``; return the exit code."""
     from ..datasets import load_dataset
 
+    clf = _estimator(args, None).validate_params()   # parameter errors before any data loads
+    out = _output_folder(args)
+    clf.set_params(checkpoint_dir=out)
     ds = load_dataset(args.dataset)
-    if not args.no_standardize:
-        ds = ds.standardized()
-    growth = args.growth
-    out = Path(args.out) if args.out else Path("runs") / f"{ds.name}-{growth}-seed{args.seed}"
-    out.mkdir(parents=True, exist_ok=True)
-    clf = _estimator(args, out)
+    resume = _resume(args, out)
     sys.stderr.write(f"training on {ds.name}: {ds.X_train.shape[0]} train / "
-                     f"{ds.X_test.shape[0]} test samples, {ds.n_features} features, "
-                     f"{len(ds.classes)} classes; hidden {args.hidden}, growth {growth}\n")
+                     f"{ds.X_test.shape[0]} test samples, "
+                     f"{_plural(ds.n_features, 'feature')}, {_plural(len(ds.classes), 'class')}; "
+                     f"hidden {args.hidden}, growth {args.growth}\n")
     bar = ProgressBar(args.epochs)
     t0 = time.perf_counter()
     try:
-        clf.fit(ds.X_train, ds.y_train, resume=args.resume,
-                callbacks=() if args.quiet else [bar])
+        clf.fit(ds.X_train, ds.y_train, resume=resume, callbacks=() if args.quiet else [bar])
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
     summary = _summary(clf, ds, seconds, float(clf.score(ds.X_test, ds.y_test)))
     _write_outputs(clf, ds, out, summary)
-    s = summary
+    _print_summary(summary, out)
+    return 0
+
+
+def _print_summary(s, out):
     print(f"test accuracy {s['test_accuracy']:.4f}"
           + ("" if s["best_val_accuracy"] is None
              else f" (best validation {s['best_val_accuracy']:.4f})"))
@@ -222,5 +264,4 @@ def run(args):
           f"(topology updates {s['topology_seconds']:.1f} s)")
     print(f"network {'-'.join(map(str, s['layer_sizes']))}: {s['n_connections']} connections, "
           f"density {100 * s['density']:.2f}% of the dense {s['dense_connections']}")
-    print(f"wrote {out}/: history.json, model.npz, learning_curves.png, input_connectivity.png")
-    return 0
+    print(f"wrote {out}/: {', '.join(OUTPUT_FILES)}")
