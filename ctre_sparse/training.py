@@ -8,7 +8,9 @@ One epoch (:meth:`Trainer.run_epoch`) is:
    doing it here rather than at the end of an epoch means the model is never
    left with freshly grown, untrained connections when training stops;
 2. mini-batches in a random order: forward, softmax cross-entropy, backward,
-   SGD step; a non-finite loss raises :class:`TrainingDivergedError`;
+   SGD step; a non-finite loss raises :class:`TrainingDivergedError`, and so
+   does an epoch whose mean loss exceeds :data:`DIVERGED_LOSS` (exploding
+   weights that are still finite);
 3. validation accuracy, a record, logging.
 
 All randomness (batch order, dropout, sample subset and random growth, new
@@ -42,11 +44,18 @@ from .sparse import array_module
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingDivergedError", "Trainer", "accuracy"]
+__all__ = ["TrainingDivergedError", "Trainer", "accuracy", "DIVERGED_LOSS"]
+
+
+#: Mean cross-entropy (nats) above which an epoch counts as diverged although finite: the
+#: true class gets probability e**-1000 on average, a state no healthy network reaches (an
+#: untrained one sits at about log(n_classes)), and the weights that give it are on their way
+#: to overflowing the activations.
+DIVERGED_LOSS = 1e3
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss (or a weight) became NaN or Inf during training."""
+    """The loss exploded (NaN, Inf, or above :data:`DIVERGED_LOSS`) or a weight became NaN/Inf."""
 
 
 def accuracy(codes, y):
@@ -321,6 +330,9 @@ class Trainer:
         lr = self.optimizer.start_epoch(self.epoch)
         train = self._train_batches_device if on_device else self._train_batches
         train_loss, train_acc = train(X, y)
+        if not train_loss <= DIVERGED_LOSS:   # caught before the next topology update uses it
+            self._diverged(f"the mean loss of the epoch is {train_loss:.4g} "
+                           f"(> {DIVERGED_LOSS:g}: exploding weights)")
         val_acc = None
         if X_val is not None:
             val_acc = accuracy(self.model.predict_codes(X_val, self.eval_batch_size), y_val)

@@ -255,3 +255,19 @@ def test_divergence_without_checkpoint(blobs):
     X, y = blobs
     with pytest.raises(TrainingDivergedError, match="learning rate"):
         small(learning_rate=1e30).fit(X * 1e3, y)
+
+
+def test_finite_explosion_is_divergence(tmp_path):
+    # raw, unscaled features with standardize=False: the loss explodes while staying finite;
+    # it must stop as TrainingDivergedError before the next topology update, and keep the
+    # last good checkpoint (epoch 1) loadable
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    clf = CTREClassifier(hidden_layer_sizes=(64, 64), epsilon=5, standardize=False,
+                         learning_rate=0.05, max_epochs=5, growth="cosine", random_state=0,
+                         checkpoint_dir=tmp_path)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2: the mean loss .* exploding"):
+        clf.fit(X * 10, y)
+    good = CTREClassifier.load(tmp_path / "checkpoint.npz")
+    assert good.n_iter_ == 1 and good.history_[0]["train_loss"] < 1e3
