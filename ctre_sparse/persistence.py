@@ -190,7 +190,9 @@ def atomic_savez(path, arrays, *, compress=False):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphaned_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             (np.savez_compressed if compress else np.savez)(handle, **arrays)
@@ -204,6 +206,34 @@ def atomic_savez(path, arrays, *, compress=False):
         raise
     logger.debug("wrote %s (%d members)", path, len(arrays))
     return path
+
+
+def _remove_orphaned_temps(path):
+    """Delete the temp files of saves to ``path`` whose writing process is gone.
+
+    A process killed while saving (``kill -9``, power loss) leaves its
+    ``.<name>.<pid>.<random>.tmp`` behind; the next save to the same path
+    removes it. Temp files of live processes (a concurrent save) are kept.
+    """
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        if not parts[0].isdigit() or _process_alive(int(parts[0])):
+            continue
+        try:
+            tmp.unlink()
+            logger.info("removed %s, left by an interrupted save", tmp)
+        except OSError:
+            pass      # another process removed it first, or no permission: not ours to force
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by another user
+        return True
+    return True
 
 
 def _umask():

@@ -399,11 +399,30 @@ class Trainer:
             raise ValueError("state and trainer disagree on having a topology updater")
         if self.updater is not None:
             self.updater.load_state_dict(d["updater"])
-        state = d["rng"]
-        if state["bit_generator"] != type(self.rng.bit_generator).__name__:
-            self.rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
-        self.rng.bit_generator.state = state
+        self.rng = _restored_generator(self.rng, d["rng"])
         self.epoch = int(d["epoch"])
         self._monitor = None if d["monitor"] is None else float(d["monitor"])
         self.history = [dict(r) for r in d["history"]]
         self.stop = False
+
+
+#: The bit generators a saved random state may name (a file is untrusted input: a name is
+#: looked up in this table, never as an attribute of ``numpy.random``).
+_BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64DXSM,
+                                                  np.random.Philox, np.random.SFC64,
+                                                  np.random.MT19937)}
+
+
+def _restored_generator(rng, state):
+    """``rng`` set to the saved bit-generator ``state`` (a new Generator if the kind differs)."""
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if name not in _BIT_GENERATORS:
+        raise ValueError(f"the saved random state names bit generator {name!r}; expected one "
+                         f"of {sorted(_BIT_GENERATORS)}")
+    if name != type(rng.bit_generator).__name__:
+        rng = np.random.Generator(_BIT_GENERATORS[name]())
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"the saved random state of {name} is malformed ({exc})") from None
+    return rng

@@ -1,6 +1,7 @@
 """Save/load (.npz without pickle), checkpoints, and bit-identical resume."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -243,3 +244,39 @@ def test_atomic_write_keeps_previous_file(tmp_path):
         atomic_savez(path, {"x": np.arange(4), "y": _Explodes()})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["f.npz"]
+
+
+def test_orphaned_temp_files_are_removed_at_the_next_save(tmp_path):
+    # a save killed half-way (kill -9) leaves its temp file; the next save in that folder
+    # removes it, but never the temp file of a process that is still alive
+    import subprocess
+    import sys
+
+    from ctre_sparse import persistence
+
+    target = tmp_path / "checkpoint.npz"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".checkpoint.npz.{dead.pid}.abc123.tmp"
+    orphan.write_bytes(b"x" * 1000)
+    alive = tmp_path / f".checkpoint.npz.{os.getpid()}.def456.tmp"
+    alive.write_bytes(b"y")
+    other = tmp_path / f".model.npz.{dead.pid}.ghi789.tmp"     # another file's save: not ours
+    other.write_bytes(b"z")
+    persistence.atomic_savez(target, {"a": np.arange(3)})
+    assert not orphan.exists()
+    assert alive.exists() and other.exists()
+    assert np.load(target)["a"].tolist() == [0, 1, 2]
+
+
+def test_saved_bit_generator_name_is_not_looked_up_in_numpy():
+    from ctre_sparse.training import _restored_generator
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="bit generator 'seed'"):
+        _restored_generator(rng, {"bit_generator": "seed", "state": {}})
+    with pytest.raises(ValueError, match="malformed"):
+        _restored_generator(rng, {"bit_generator": "PCG64", "state": {"state": "x"}})
+    other = np.random.Generator(np.random.Philox(3))
+    again = _restored_generator(rng, other.bit_generator.state)
+    assert again.integers(1 << 30) == other.integers(1 << 30)
