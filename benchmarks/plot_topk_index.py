@@ -18,8 +18,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     records = json.load(open(argv[0]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for rec in records:
-        name = f"{rec['shape'][0]}x{rec['shape'][1]}"
+    for i, rec in enumerate(records):
+        name = f"run {i + 1}: {rec['shape'][0]}x{rec['shape'][1]}"
         for nlist in sorted({r["nlist"] for r in rec["rows"]}):
             rows = sorted((r for r in rec["rows"] if r["nlist"] == nlist),
                           key=lambda r: r["nprobe"])
