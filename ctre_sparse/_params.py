@@ -65,6 +65,9 @@ def check_params(est, growths, activations):
         check_number("cosine_approx_dim", est.cosine_approx_dim, 1, None, integer=True)
     check_number("cosine_approx_oversample", est.cosine_approx_oversample, 1, None,
                   integer=True)
+    if est.cosine_mode not in ("auto", "exact", "sketch", "index"):
+        raise ValueError(f"cosine_mode must be 'auto', 'exact', 'sketch' or 'index', "
+                         f"got {est.cosine_mode!r}")
     check_number("dropout", est.dropout, 0, 1)
     check_number("checkpoint_every", est.checkpoint_every, 1, None, integer=True)
     if est.device not in ("cpu", "cuda"):

@@ -110,6 +110,16 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         Sketched candidates re-scored exactly per grown connection (higher:
         more of the exact top pairs found, slower). Used only with
         ``cosine_approx_dim``.
+    cosine_mode : {"auto", "exact", "sketch", "index"}, default "auto"
+        How the cosine picks are found in each layer: exact scan, sketch
+        (``cosine_approx_dim`` or 128 coordinates), or a nearest-neighbour
+        index (sublinear in pairs, for very wide layers); "auto" picks exact
+        where it is cheap (``n_out * n_in * S <= 2**34``) and the index
+        above, and caps the samples of wide networks
+        (:class:`~ctre_sparse.topology.TopologyUpdater`; docs/cosine_index.md).
+        Each epoch's choices are in ``history_`` (``cosine_modes``). Models
+        saved before this parameter existed load as ``"exact"`` (or
+        ``"auto"`` with ``cosine_approx_dim``), which is what they ran.
     dropout : float in [0, 1), default 0.0
         Dropout on hidden activations during training.
     standardize : bool, default True
@@ -175,8 +185,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=0.01,
                  momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
-                 cosine_approx_dim=None, cosine_approx_oversample=4, dropout=0.0,
-                 standardize=True, random_state=None, verbose=0, backend="auto", device="cpu",
+                 cosine_approx_dim=None, cosine_approx_oversample=4, cosine_mode="auto",
+                 dropout=0.0, standardize=True, random_state=None, verbose=0, backend="auto",
+                 device="cpu",
                  checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
@@ -195,6 +206,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.cosine_samples = cosine_samples
         self.cosine_approx_dim = cosine_approx_dim
         self.cosine_approx_oversample = cosine_approx_oversample
+        self.cosine_mode = cosine_mode
         self.dropout = dropout
         self.standardize = standardize
         self.random_state = random_state
@@ -301,7 +313,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                                   backend=self.backend,
                                   cosine_approx_dim=(None if self.cosine_approx_dim is None
                                                      else int(self.cosine_approx_dim)),
-                                  cosine_approx_oversample=int(self.cosine_approx_oversample))
+                                  cosine_approx_oversample=int(self.cosine_approx_oversample),
+                                  cosine_mode=self.cosine_mode)
         self._trainer = training.Trainer(model, optimizer, updater,
                                          batch_size=int(self.batch_size),
                                          random_state=np.random.default_rng(seeds[2]))
@@ -543,7 +556,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         """
         members = persistence.read_npz(path)
         meta = persistence.read_json_member(members, "meta_json")
-        params = _load_device(dict(meta["params"]), device, path)
+        params = _load_device(persistence.with_legacy_defaults(meta["params"]), device, path)
         params["dtype"] = np.dtype(params["dtype"]).type
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         est = cls(**params)

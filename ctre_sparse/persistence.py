@@ -354,8 +354,21 @@ def dump_members(est):
     return arrays
 
 
+def with_legacy_defaults(params):
+    """Saved parameters, with the value a file older than a parameter actually ran with.
+
+    ``cosine_mode`` (added with the index mode): such files ran exact cosine
+    growth, or the sketch's size rule with ``cosine_approx_dim``, which is
+    ``"auto"`` with ``cosine_approx_dim`` set.
+    """
+    params = dict(params)
+    if "cosine_mode" not in params:
+        params["cosine_mode"] = "exact" if params.get("cosine_approx_dim") is None else "auto"
+    return params
+
+
 def _check_resumable(est, meta, members, X, codes, source):
-    saved, now = meta["params"], params_json(est)
+    saved, now = with_legacy_defaults(meta["params"]), params_json(est)
     changed = sorted(k for k in saved if k not in _RESUMABLE_PARAMS and saved[k] != now.get(k))
     if changed:
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {now.get(k)!r}" for k in changed)

@@ -306,8 +306,9 @@ class Trainer:
             training-mode predictions during the epoch), ``val_accuracy``
             (None without validation data), ``learning_rate``, ``seconds``
             (whole epoch, topology included), ``topology_seconds``,
-            ``n_pruned``, ``n_cosine``, ``n_random`` (of the topology update
-            done at the start of this epoch; 0 for the first) and
+            ``n_pruned``, ``n_cosine``, ``n_random``, ``cosine_modes`` (of the
+            topology update done at the start of this epoch; 0 and None for
+            the first; ``cosine_modes`` lists each layer's cosine mode) and
             ``n_connections``.
 
         Raises
@@ -342,7 +343,7 @@ class Trainer:
                   "val_accuracy": val_acc, "learning_rate": lr,
                   "seconds": time.perf_counter() - t0, "topology_seconds": topo_seconds,
                   "n_pruned": int(topo["n_pruned"]), "n_cosine": int(topo["n_cosine"]),
-                  "n_random": int(topo["n_random"]),
+                  "n_random": int(topo["n_random"]), "cosine_modes": topo.get("cosine_modes"),
                   "n_connections": int(self.model.n_connections)}
         self.history.append(record)
         logger.info("epoch %d: loss %.4f, train acc %.4f, val acc %s, %.2fs (topology %.2fs, "

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 DEFAULTS = dict(dataset="digits", growth="ctre_sim", epsilon=10.0, zeta=0.2, epochs=40,
                 hidden="256,256", learning_rate=0.05, batch_size=100, activation="relu",
                 seed=0, backend="auto", device="cpu", checkpoint_every=10, patience=40,
-                cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4)
+                cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4,
+                cosine_mode="auto")
 
 
 class ProgressBar:
@@ -135,6 +136,11 @@ def register(subparsers):
                    default=d["cosine_approx_oversample"], metavar="M",
                    help="sketched candidates re-scored exactly per grown connection, with "
                         "--cosine-approx-dim (default: %(default)s)")
+    p.add_argument("--cosine-mode", default=d["cosine_mode"],
+                   choices=["auto", "exact", "sketch", "index"],
+                   help="how cosine growth finds its picks per layer: exact scan, sketch, "
+                        "nearest-neighbour index, or auto (exact where cheap, index on wide "
+                        "layers; docs/cosine_index.md) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d["seed"], help="(default: %(default)s)")
     p.add_argument("--backend", default=d["backend"],
                    help="kernel backend: auto, native, numba, reference (default: %(default)s)")
@@ -164,7 +170,7 @@ def _estimator(args, out):
         learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
         patience=args.patience, cosine_samples=args.cosine_samples,
         cosine_approx_dim=args.cosine_approx_dim,
-        cosine_approx_oversample=args.cosine_approx_oversample,
+        cosine_approx_oversample=args.cosine_approx_oversample, cosine_mode=args.cosine_mode,
         standardize=not args.no_standardize, random_state=args.seed,
         backend=args.backend, device=args.device,
         checkpoint_dir=out, checkpoint_every=max(1, args.checkpoint_every))

@@ -9,9 +9,10 @@ weights and the optimizer remap are the updater's job
     Uniform among the absent connections.
 ``"cosine"``
     The ``n`` absent connections with the largest ``|cos|`` between the
-    activations of their two neurons (:func:`~ctre_sparse.ops.topk_cosine`;
-    :func:`~ctre_sparse.approx.topk_cosine_sketch` instead when the
-    context's ``cosine_approx_dim`` is set).
+    activations of their two neurons, by the context's ``cosine_mode``:
+    ``"exact"`` :func:`~ctre_sparse.ops.topk_cosine`, ``"sketch"``
+    :func:`~ctre_sparse.approx.topk_cosine_sketch`, ``"index"``
+    :func:`~ctre_sparse.cosine_index.topk_cosine_index`.
 ``"ctre_seq"`` (Atashgahi et al. 2022)
     Cosine until the monitored validation accuracy has not improved for
     ``patience`` epochs, random from then on, for good.
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import approx, ops
+from .. import approx, cosine_index, ops
 from .._device import to_host
 from ..sparse import array_module
 
@@ -182,12 +183,16 @@ class GrowthContext:
     block_bytes : int
         Memory budget of one block in :func:`~ctre_sparse.ops.topk_cosine`.
     cosine_approx_dim : int or None
-        None: the cosine picks are exact (:func:`~ctre_sparse.ops.topk_cosine`).
-        An int: they come from :func:`~ctre_sparse.approx.topk_cosine_sketch`
-        with this sketch dimension (its default ``rank``), the projection
-        drawn from the ``rng`` passed to :meth:`GrowthStrategy.choose`.
+        Sketch dimension of :func:`~ctre_sparse.approx.topk_cosine_sketch`
+        (its default ``rank``); None with ``cosine_mode="sketch"``: 128.
     cosine_approx_oversample : int
         ``oversample`` of :func:`~ctre_sparse.approx.topk_cosine_sketch`.
+    cosine_mode : {"exact", "sketch", "index"}
+        How the cosine picks are found: :func:`~ctre_sparse.ops.topk_cosine`,
+        :func:`~ctre_sparse.approx.topk_cosine_sketch` or
+        :func:`~ctre_sparse.cosine_index.topk_cosine_index` (its defaults).
+        The approximate ones draw their randomness from the ``rng`` passed to
+        :meth:`GrowthStrategy.choose`; exact leaves it untouched.
     """
 
     layer_index: int
@@ -200,6 +205,7 @@ class GrowthContext:
     block_bytes: int = ops.TOPK_BLOCK_BYTES
     cosine_approx_dim: int = None
     cosine_approx_oversample: int = 4
+    cosine_mode: str = "exact"
 
 
 class GrowthStrategy:
@@ -260,21 +266,27 @@ class CosineGrowth(GrowthStrategy):
         return True
 
     def _cosine(self, ctx, n, rng):
-        """The ``n`` best absent pairs by ``|cos|``: exact, or sketched (``ctx.cosine_approx_dim``).
+        """The ``n`` best absent pairs by ``|cos|``, found as ``ctx.cosine_mode`` says.
 
-        ``rng`` is drawn from only by the sketch (its projection), so the
-        exact path leaves the random stream untouched.
+        ``rng`` is drawn from only by the approximate modes (projection,
+        k-means), so the exact path leaves the random stream untouched.
         """
         if ctx.A_in is None or ctx.A_out is None:
             raise ValueError(f"growth {self.name!r} needs the activations A_in and A_out")
-        if ctx.cosine_approx_dim is None:
+        if ctx.cosine_mode == "exact":
             rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
                                             block_bytes=ctx.block_bytes, backend=ctx.backend)
-        else:  # the sketch's own block default (it grows with the candidates)
+        elif ctx.cosine_mode == "sketch":  # the sketch's own block default (grows with k)
             rows, cols, _ = approx.topk_cosine_sketch(
-                ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim,
+                ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim or 128,
                 oversample=ctx.cosine_approx_oversample, random_state=rng,
                 backend=ctx.backend)
+        elif ctx.cosine_mode == "index":
+            rows, cols, _ = cosine_index.topk_cosine_index(
+                ctx.A_in, ctx.A_out, n, exclude=ctx.W, random_state=rng, backend=ctx.backend)
+        else:
+            raise ValueError(f"cosine_mode must be 'exact', 'sketch' or 'index', "
+                             f"got {ctx.cosine_mode!r}")
         return rows.astype(np.int64), cols.astype(np.int64)
 
     def choose(self, ctx, n, rng):

@@ -23,6 +23,18 @@ __all__ = ["TopologyUpdater"]
 #: pass, but the first pass, which faults the buffers in, 5 ms against 65 ms over.
 ACTIVATION_CHUNK = 512
 
+#: ``cosine_mode`` values: "auto" picks one of the other three per layer.
+COSINE_MODES = ("auto", "exact", "sketch", "index")
+#: "auto" keeps the exact scan for a layer while ``n_out * n_in * S`` stays at
+#: or below this many multiply-adds (4096 x 4096 positions at S = 1024; about
+#: 0.1-0.2 s of blocked products on 2 cores); above it, the index mode.
+AUTO_EXACT_WORK = 1 << 34
+#: "auto" caps the samples of the activation pass so that the activations of
+#: all layers (sum of widths x S x itemsize) fit in this many bytes ...
+AUTO_ACTIVATION_BYTES = 512 << 20
+#: ... but never below this many samples (nor above ``cosine_samples``).
+AUTO_MIN_SAMPLES = 64
+
 
 class TopologyUpdater:
     """Remove the weakest connections of every layer and grow as many back.
@@ -63,6 +75,22 @@ class TopologyUpdater:
         Sketched candidates re-scored exactly per grown connection.
     cosine_approx_min_pairs : int, default 4096 * 4096
         Smallest layer (``n_out * n_in`` positions) that uses the sketch.
+    cosine_mode : {"auto", "exact", "sketch", "index"}, default "auto"
+        How the cosine strategies find their picks in each layer. "exact":
+        :func:`~ctre_sparse.ops.topk_cosine` (every absent pair,
+        ``O(n_out * n_in * S)``); "sketch":
+        :func:`~ctre_sparse.approx.topk_cosine_sketch` (every pair on a
+        projection; ``cosine_approx_dim`` or 128 coordinates); "index":
+        :func:`~ctre_sparse.cosine_index.topk_cosine_index` (nearest-neighbour
+        candidates, sublinear in pairs). "auto": exact while ``n_out * n_in
+        * S <=`` :data:`AUTO_EXACT_WORK`, index above; with
+        ``cosine_approx_dim`` set, the sketch's rule above instead (sketch
+        from ``cosine_approx_min_pairs`` positions, exact below); and S is
+        capped so that all layers' activations fit in
+        :data:`AUTO_ACTIVATION_BYTES` (at least :data:`AUTO_MIN_SAMPLES`
+        samples). Every layer's choice is in the stats (``cosine_modes``).
+        Networks whose layers stay exact under "auto" (width 1000 with 2,000
+        samples, for example) run bit-identically to "exact".
 
     Examples
     --------
@@ -78,7 +106,8 @@ class TopologyUpdater:
 
     def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=40,
                  block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto", cosine_approx_dim=None,
-                 cosine_approx_oversample=4, cosine_approx_min_pairs=4096 * 4096):
+                 cosine_approx_oversample=4, cosine_approx_min_pairs=4096 * 4096,
+                 cosine_mode="auto"):
         if not 0.0 <= float(zeta) < 1.0:
             raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
         if int(cosine_samples) < 1:
@@ -89,6 +118,9 @@ class TopologyUpdater:
                                                    cosine_approx_oversample, 1)
         self.cosine_approx_min_pairs = ops._check_int("cosine_approx_min_pairs",
                                                   cosine_approx_min_pairs, 0)
+        if cosine_mode not in COSINE_MODES:
+            raise ValueError(f"cosine_mode must be one of {COSINE_MODES}, got {cosine_mode!r}")
+        self.cosine_mode = cosine_mode
         if backend != "auto":
             get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.zeta = float(zeta)
@@ -107,11 +139,19 @@ class TopologyUpdater:
         """Pass the monitored accuracy of the last epoch to the growth strategy."""
         self.growth.observe(monitor)
 
+    def _samples(self, model):
+        """Samples of the activation pass: ``cosine_samples``, capped under "auto" (see class)."""
+        if self.cosine_mode != "auto":
+            return self.cosine_samples
+        per_sample = sum(model.layer_sizes) * np.dtype(model.dtype).itemsize
+        return min(self.cosine_samples, max(AUTO_MIN_SAMPLES, AUTO_ACTIVATION_BYTES // per_sample))
+
     def _sample_activations(self, model, X, rng):
         n = X.shape[1]
         xp = array_module(X)
-        if n > self.cosine_samples:
-            idx = np.sort(rng.choice(n, size=self.cosine_samples, replace=False))
+        n_samples = self._samples(model)
+        if n > n_samples:
+            idx = np.sort(rng.choice(n, size=n_samples, replace=False))
             X = X[:, idx if xp is np else xp.asarray(idx)]
         return self._activations(model, np.ascontiguousarray(X) if xp is np else X)
 
@@ -165,8 +205,10 @@ class TopologyUpdater:
         -------
         dict
             ``n_pruned``, ``n_cosine``, ``n_random``, ``n_connections``
-            (totals), ``growth`` (strategy name) and ``layers``: one dict per
-            layer with ``n_pruned``, ``n_cosine``, ``n_random``, ``nnz``.
+            (totals), ``growth`` (strategy name), ``cosine_modes`` (per layer,
+            the mode its cosine picks used; None where none were made) and
+            ``layers``: one dict per layer with ``n_pruned``, ``n_cosine``,
+            ``n_random``, ``nnz``, ``cosine_mode``.
         """
         rng = check_random_state(rng)
         if val_accuracy is not None:
@@ -178,12 +220,12 @@ class TopologyUpdater:
             for i, layer in enumerate(model.layers):
                 layer_stats.append(self._update_layer(i, layer, acts, optimizer, rng))
         else:
-            layer_stats = [{"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": layer.W.nnz}
-                           for layer in model.layers]
+            layer_stats = [{"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": layer.W.nnz,
+                            "cosine_mode": None} for layer in model.layers]
         stats = {key: sum(s[key] for s in layer_stats)
                  for key in ("n_pruned", "n_cosine", "n_random")}
         stats.update(n_connections=model.n_connections, growth=self.growth.name,
-                     layers=layer_stats)
+                     cosine_modes=[s["cosine_mode"] for s in layer_stats], layers=layer_stats)
         logger.debug("topology update (%s): pruned %d, grew %d by cosine and %d at random",
                      self.growth.name, stats["n_pruned"], stats["n_cosine"], stats["n_random"])
         return stats
@@ -192,14 +234,17 @@ class TopologyUpdater:
         W = layer.W
         pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
         n = int(pruned.removed_rows.shape[0])
+        mode = None if acts is None else self._layer_mode(W, acts[i].shape[1])
         if n == 0:
-            return {"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": W.nnz}
+            return {"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": W.nnz,
+                    "cosine_mode": None}
         ctx = GrowthContext(i, pruned.matrix, pruned.removed_rows, pruned.removed_cols,
                             acts[i] if acts is not None else None,
                             acts[i + 1] if acts is not None else None,
                             backend=self.backend, block_bytes=self.block_bytes,
-                            cosine_approx_dim=self._approx_dim(W),
-                            cosine_approx_oversample=self.cosine_approx_oversample)
+                            cosine_approx_dim=self.cosine_approx_dim,
+                            cosine_approx_oversample=self.cosine_approx_oversample,
+                            cosine_mode=mode or "exact")
         rows, cols, n_cosine = self.growth.choose(ctx, n, rng)
         if rows.shape[0] != n:
             raise RuntimeError(f"growth {self.growth.name!r} gave {rows.shape[0]} connections "
@@ -215,13 +260,16 @@ class TopologyUpdater:
             optimizer.remap(i, pruned.kept, merged.old_positions, merged.new_positions,
                             merged.matrix.nnz)
         return {"n_pruned": n, "n_cosine": int(n_cosine), "n_random": n - int(n_cosine),
-                "nnz": merged.matrix.nnz}
+                "nnz": merged.matrix.nnz, "cosine_mode": mode}
 
-    def _approx_dim(self, W):
-        """The sketch dimension for layer ``W``'s cosine picks; None: exact."""
-        if self.cosine_approx_dim is None or W.n_out * W.n_in < self.cosine_approx_min_pairs:
-            return None
-        return self.cosine_approx_dim
+    def _layer_mode(self, W, n_samples):
+        """How layer ``W``'s cosine picks are found over ``n_samples`` samples (class docstring)."""
+        if self.cosine_mode != "auto":
+            return self.cosine_mode
+        pairs = W.n_out * W.n_in
+        if self.cosine_approx_dim is not None:  # the sketch's own rule, as before "auto"
+            return "sketch" if pairs >= self.cosine_approx_min_pairs else "exact"
+        return "exact" if pairs * n_samples <= AUTO_EXACT_WORK else "index"
 
     def state_dict(self):
         """JSON-able state: ``zeta``, ``cosine_samples`` and ``growth`` (the strategy's state)."""
@@ -235,9 +283,10 @@ class TopologyUpdater:
         self.growth.load_state_dict(d["growth"])
 
     def __repr__(self):
+        mode = "" if self.cosine_mode == "auto" else f", cosine_mode={self.cosine_mode!r}"
         approx = ("" if self.cosine_approx_dim is None else
                   f", cosine_approx_dim={self.cosine_approx_dim}, cosine_approx_oversample="
                   f"{self.cosine_approx_oversample}, cosine_approx_min_pairs="
                   f"{self.cosine_approx_min_pairs}")
         return (f"TopologyUpdater(zeta={self.zeta}, growth={self.growth!r}, "
-                f"cosine_samples={self.cosine_samples}{approx})")
+                f"cosine_samples={self.cosine_samples}{mode}{approx})")
