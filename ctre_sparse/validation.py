@@ -120,9 +120,15 @@ def structure_code(indptr, indices, n_cols):
     """
     if isinstance(indptr, np.ndarray) and indptr.shape[0] > 0:
         kernel = _structure_kernel()
-        if kernel:
-            return int(kernel(indptr, indices, int(n_cols)))
+        if kernel:  # read-only views: one compiled kernel per dtype, whatever the caller passes
+            return int(kernel(_read_only_view(indptr), _read_only_view(indices), int(n_cols)))
     return _structure_code_vectorised(indptr, indices, int(n_cols))
+
+
+def _read_only_view(arr):
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _array_module(arr):
