@@ -34,8 +34,8 @@ import logging
 
 import numpy as np
 
-from .validation import (NOT_CANONICAL, check_convertible, check_structure, read_only,
-                         structure_code)
+from .validation import (NOT_CANONICAL, check_allocation, check_convertible, check_structure,
+                         checked_copy, read_only, structure_code)
 
 logger = logging.getLogger(__name__)
 
@@ -313,9 +313,12 @@ class CSRMatrix:
             return self
         self.check_format()
         indptr, indices = self._indptr, self._indices
-        if self.xp is np:  # private copies first: no alias can change them after the check
-            indptr, indices = read_only(indptr.copy()), read_only(indices.copy())
-        check_structure(indptr, indices, self.n_in)
+        if self.xp is np:  # check private copies: no alias can change them after the check
+            code, indptr, indices = checked_copy(indptr, indices, self.n_in)
+            check_structure(indptr, indices, self.n_in, code)
+            indptr, indices = read_only(indptr), read_only(indices)
+        else:
+            check_structure(indptr, indices, self.n_in)
         self._indptr, self._indices = indptr, indices
         self._transpose = self._rows = None  # derived from the arrays before the check
         self._valid = True
@@ -559,6 +562,8 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
             nnz = int(round(float(density) * total))
         if not 0 <= nnz <= total:
             raise ValueError(f"nnz must be in [0, {total}], got {nnz}")
+        # keys, rows, columns and values: about 32 bytes per connection while drawing
+        check_allocation(32 * nnz, f"CSRMatrix.random with nnz={nnz}")
         keys = sample_positions(rng, total, nnz)  # sorted unique linear keys
         idx = np.dtype(index_dtype) if index_dtype is not None else get_index_dtype(
             nnz, n_out, n_in)

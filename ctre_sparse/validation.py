@@ -6,10 +6,12 @@ monotone or a column index out of range makes them read or write out of
 bounds. This module holds the checks that stand between user input and
 those kernels:
 
-* :func:`check_structure`: the O(nnz) CSR structure check, one pass (a
-  small numba kernel; vectorised NumPy/CuPy where numba is missing or the
-  arrays live on the GPU). :class:`~ctre_sparse.sparse.CSRMatrix` caches
-  its result (see :meth:`~ctre_sparse.sparse.CSRMatrix.validate`);
+* :func:`checked_copy` / :func:`check_structure`: the O(nnz) CSR structure
+  check, in one pass that also copies the index arrays (a small numba
+  kernel; vectorised NumPy/CuPy passes where numba is missing or the arrays
+  live on the GPU). :class:`~ctre_sparse.sparse.CSRMatrix` keeps the
+  checked copies and remembers the result (see
+  :meth:`~ctre_sparse.sparse.CSRMatrix.validate`);
 * :func:`check_output`: an ``out`` argument must be writeable and must not
   overlap any input (the kernels read inputs while writing ``out``);
 * :func:`check_allocation`: a size argument must not ask for more memory
@@ -28,8 +30,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = ["STRUCTURE_OK", "BAD_INDPTR", "BAD_COLUMN", "NOT_CANONICAL", "structure_code",
-           "check_structure", "check_convertible", "read_only", "check_output",
-           "check_allocation", "physical_memory"]
+           "checked_copy", "check_structure", "structure_error", "check_convertible", "read_only",
+           "check_output", "check_allocation", "physical_memory"]
 
 #: :func:`structure_code` results.
 STRUCTURE_OK = 0
@@ -40,8 +42,8 @@ NOT_CANONICAL = 3   # memory-safe, but columns unsorted or repeated within a row
 _kernel = None  # the numba kernel once compiled; False when numba cannot be imported
 
 
-def _structure_kernel():
-    """The numba kernel of :func:`structure_code`, compiled (and disk-cached) on first use."""
+def _copy_kernel():
+    """The numba kernel of :func:`checked_copy`, compiled (and disk-cached) on first use."""
     global _kernel
     if _kernel is None:
         try:
@@ -50,79 +52,118 @@ def _structure_kernel():
             logger.debug("numba unavailable: CSR structure checked with NumPy passes")
             _kernel = False
         else:
-            _kernel = njit(cache=True, nogil=True)(_structure_code_loops)
+            _kernel = njit(cache=True, nogil=True)(_copy_and_check)
     return _kernel
 
 
-def _structure_code_loops(indptr, indices, n_cols):  # pragma: no cover - compiled by numba
-    """One pass over ``indptr`` and one over ``indices``; reads only in-bounds positions.
+def _copy_and_check(indptr, indices, n_cols, out_ptr, out_idx):  # pragma: no cover - numba
+    """Copy both arrays and classify the copies, reading each input entry once.
 
-    The pass over ``indices`` has no branch (min, max and a count of
-    non-increasing steps), so it vectorizes: a step is counted at every
-    position, then the steps across row boundaries are taken back out.
+    Every test is made on the value that was written to the copy (``c``,
+    ``prev``), never on a second read of the input, so the copy is exactly
+    what was checked even if the caller's arrays change meanwhile. Only
+    in-bounds positions are read. The pass over ``indices`` has no branch
+    (min, max and a count of non-increasing steps, which vectorizes); the
+    steps across row boundaries are taken back out afterwards.
     """
     n_rows = indptr.shape[0] - 1
     nnz = indices.shape[0]
-    if n_rows < 0 or indptr[0] != 0 or indptr[n_rows] != nnz:
+    for r in range(n_rows + 1):
+        out_ptr[r] = indptr[r]
+    lo = 0
+    hi = 0
+    steps = 0  # positions p >= 1 with column[p] <= column[p - 1]
+    if nnz:
+        prev = indices[0]
+        out_idx[0] = prev
+        lo = prev
+        hi = prev
+        for p in range(1, nnz):
+            c = indices[p]
+            out_idx[p] = c
+            lo = min(lo, c)
+            hi = max(hi, c)
+            steps += c <= prev
+            prev = c
+    if n_rows < 0 or out_ptr[0] != 0 or out_ptr[n_rows] != nnz:
         return 1
     decreasing = 0
     for r in range(n_rows):
-        decreasing += indptr[r + 1] < indptr[r]
+        decreasing += out_ptr[r + 1] < out_ptr[r]
     if decreasing:
         return 1
     if nnz == 0:
         return 0
-    lo = indices[0]
-    hi = indices[0]
-    steps = 0  # positions p >= 1 with indices[p] <= indices[p - 1]
-    for p in range(1, nnz):
-        c = indices[p]
-        lo = min(lo, c)
-        hi = max(hi, c)
-        steps += c <= indices[p - 1]
     if lo < 0 or hi >= n_cols:
         return 2
     for r in range(1, n_rows):
-        s = indptr[r]
-        if indptr[r - 1] < s < nnz:  # a row starts at s, inside the array: 1 <= s < nnz
-            steps -= indices[s] <= indices[s - 1]
+        s = out_ptr[r]
+        if out_ptr[r - 1] < s < nnz:  # a row starts at s, inside the array: 1 <= s < nnz
+            steps -= out_idx[s] <= out_idx[s - 1]
     return 3 if steps else 0
 
 
-def structure_code(indptr, indices, n_cols):
-    """Classify a CSR index structure: one of the ``STRUCTURE_*`` / ``BAD_*`` codes.
+def checked_copy(indptr, indices, n_cols):
+    """Copy a CSR index structure and classify the copy, in one pass (NumPy arrays).
 
     Parameters
     ----------
-    indptr : 1-D int array, shape (n_rows + 1,)
-    indices : 1-D int array of the same dtype, shape (nnz,)
+    indptr : 1-D int ndarray, shape (n_rows + 1,)
+    indices : 1-D int ndarray, shape (nnz,)
     n_cols : int
 
     Returns
     -------
-    int
+    code : int
         :data:`STRUCTURE_OK` (0), :data:`BAD_INDPTR` (1), :data:`BAD_COLUMN` (2)
-        or :data:`NOT_CANONICAL` (3), the first that applies in that order:
-        only a structure that is not ``BAD_*`` is safe to hand to a kernel.
-        O(nnz + n_rows), no temporaries on the CPU.
+        or :data:`NOT_CANONICAL` (3), the first that applies in that order, of
+        the *copies*; only a structure that is not ``BAD_*`` is safe to hand to
+        a kernel.
+    indptr_copy, indices_copy : ndarray
+        New C-contiguous arrays of the input dtypes, nobody else's.
+
+    Notes
+    -----
+    O(nnz + n_rows): one read of each input entry, one write. Checking the
+    private copy (not the caller's array) is what lets
+    :meth:`CSRMatrix.validate` remember the result: no alias of the
+    caller's can change what was checked.
 
     Examples
     --------
     >>> import numpy as np
-    >>> structure_code(np.array([0, 2, 3]), np.array([0, 3, 1]), 4)
+    >>> checked_copy(np.array([0, 2, 3]), np.array([0, 3, 1]), 4)[0]
     0
-    >>> structure_code(np.array([0, 2, 7]), np.array([0, 3, 1]), 4)
+    >>> checked_copy(np.array([0, 2, 7]), np.array([0, 3, 1]), 4)[0]
     1
-    >>> structure_code(np.array([0, 2, 3]), np.array([0, 3, 9]), 4)
+    >>> checked_copy(np.array([0, 2, 3]), np.array([0, 3, 9]), 4)[0]
     2
-    >>> structure_code(np.array([0, 2, 3]), np.array([3, 0, 1]), 4)
+    >>> checked_copy(np.array([0, 2, 3]), np.array([3, 0, 1]), 4)[0]
     3
     """
-    if isinstance(indptr, np.ndarray) and indptr.shape[0] > 0:
-        kernel = _structure_kernel()
-        if kernel:  # read-only views: one compiled kernel per dtype, whatever the caller passes
-            return int(kernel(_read_only_view(indptr), _read_only_view(indices), int(n_cols)))
-    return _structure_code_vectorised(indptr, indices, int(n_cols))
+    out_ptr, out_idx = np.empty_like(indptr, order="C"), np.empty_like(indices, order="C")
+    kernel = _copy_kernel() if indptr.shape[0] > 0 else False
+    if not kernel:
+        out_ptr[...], out_idx[...] = indptr, indices
+        return _diagnose(out_ptr, out_idx, int(n_cols))[0], out_ptr, out_idx
+    # read-only views: one compiled kernel per dtype, whatever the caller passes
+    code = kernel(_read_only_view(indptr), _read_only_view(indices), int(n_cols), out_ptr,
+                  out_idx)
+    return int(code), out_ptr, out_idx
+
+
+def structure_code(indptr, indices, n_cols):
+    """The code of :func:`checked_copy` for NumPy or CuPy arrays, without keeping a copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> structure_code(np.array([0, 1, 1]), np.array([5]), 4)
+    2
+    """
+    if isinstance(indptr, np.ndarray):
+        return checked_copy(indptr, indices, n_cols)[0]
+    return _diagnose(indptr, indices, int(n_cols))[0]
 
 
 def _read_only_view(arr):
@@ -135,12 +176,6 @@ def _array_module(arr):
     from .sparse import array_module  # sparse imports this module
 
     return array_module(arr)
-
-
-def _structure_code_vectorised(indptr, indices, n_cols):
-    """:func:`structure_code` by whole-array passes (CuPy arrays, or no numba)."""
-    code, _ = _diagnose(indptr, indices, n_cols)
-    return code
 
 
 def _diagnose(indptr, indices, n_cols):
@@ -180,7 +215,7 @@ def _diagnose(indptr, indices, n_cols):
     return STRUCTURE_OK, None
 
 
-def check_structure(indptr, indices, n_cols):
+def check_structure(indptr, indices, n_cols, code=None):
     """Raise ValueError unless ``(indptr, indices)`` is a canonical CSR structure.
 
     Canonical: ``indptr`` starts at 0, never decreases and ends at
@@ -188,22 +223,31 @@ def check_structure(indptr, indices, n_cols):
     each row strictly increase (sorted, no duplicates). The caller has
     already checked dtypes and lengths (:meth:`CSRMatrix.check_format`).
 
-    Returns
-    -------
-    None
+    Parameters
+    ----------
+    indptr, indices : NumPy or CuPy arrays
+    n_cols : int
+    code : int, optional
+        The :func:`structure_code` of these arrays, if known.
 
     Raises
     ------
     ValueError
         Naming the first violation (which entry, which value).
     """
-    if structure_code(indptr, indices, n_cols) == STRUCTURE_OK:
-        return
+    if code is None:
+        code = structure_code(indptr, indices, n_cols)
+    if code != STRUCTURE_OK:
+        raise ValueError(structure_error(indptr, indices, n_cols))
+
+
+def structure_error(indptr, indices, n_cols):
+    """The message naming the first violation of a CSR structure (None if there is none)."""
     code, message = _diagnose(indptr, indices, int(n_cols))
     if code == NOT_CANONICAL:
         message += ("; sort each row and merge duplicates first (for a scipy matrix: "
                     "m.sum_duplicates(), or CSRMatrix.from_scipy(m, canonicalize=True))")
-    raise ValueError(message)
+    return message
 
 
 def read_only(arr):

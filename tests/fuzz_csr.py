@@ -3,8 +3,9 @@
 ``python tests/fuzz_csr.py BACKEND`` runs every case on one CPU backend and
 prints one JSON object per line to stdout: the case id, the op, what was
 expected ("error": a ValueError; "ok": a result equal to the dense oracle)
-and what came; then ``{"done": number of cases}``. Before each case its id goes to stderr, so that a crash (a
-signal kills the child) names the case it died in. ``--list`` prints the
+and what came; then ``{"done": number of cases}``. Before each case its id
+goes to stderr, so that a crash (a signal kills the child) names the case it
+died in. ``--list`` prints the
 ids; ``--only ID`` runs one case, ``--after ID`` the cases after one (to go
 on after a crash).
 
@@ -234,7 +235,8 @@ def _product_cases(backend):
     Wd = CSRMatrix(data_buf[:4], INDICES.copy(), INDPTR.copy(), SHAPE)
     bad_X = {
         "rows": np.ones((3, 2), F32), "dtype64": np.ones((4, 2)), "int": np.ones((4, 2), I64),
-        "1d": np.ones(4, F32), "3d": np.ones((4, 2, 1), F32), "strided": np.ones((4, 4), F32)[:, ::2],
+        "1d": np.ones(4, F32), "3d": np.ones((4, 2, 1), F32),
+        "strided": np.ones((4, 4), F32)[:, ::2],
         "fortran": np.asfortranarray(np.ones((4, 3), F32)), "list": [[1.0, 2.0]] * 4,
         "object": np.ones((4, 2), object), "big_endian": np.ones((4, 2), ">f4"),
         "scalar": np.float32(1.0), "none": None,

@@ -40,9 +40,8 @@ def _user_matrix():
 # ------------------------------------------------------------------ the validation flag
 def test_validation_runs_once_and_is_remembered(monkeypatch, cpu_backend):
     calls = []
-    real = validation.structure_code
-    monkeypatch.setattr(validation, "structure_code",
-                        lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr("ctre_sparse.sparse.checked_copy",
+                        lambda *a: calls.append(1) or validation.checked_copy(*a))
     W, _ = _user_matrix()
     assert not W.validated
     X, G = np.ones((4, 2), F32), np.ones((3, 2), F32)
@@ -82,6 +81,22 @@ def test_arrays_made_by_ctre_sparse_are_valid_and_locked_at_once(cpu_backend):
               grown):
         assert M.validated and not M.indices.flags.writeable and not M.indptr.flags.writeable
         M.check_format(full_check=True)  # and really valid
+
+
+@pytest.mark.parametrize("growth", ["ctre_sim", "random"])
+def test_training_never_validates_again(monkeypatch, growth):
+    """Every matrix of a training run is made valid by ctre_sparse: O(nnz) checks cost nothing."""
+    from sklearn.datasets import make_blobs
+
+    from ctre_sparse import CTREClassifier
+
+    calls = []
+    monkeypatch.setattr("ctre_sparse.sparse.checked_copy",
+                        lambda *a: calls.append(1) or validation.checked_copy(*a))
+    X, y = make_blobs(n_samples=120, n_features=6, centers=3, random_state=0)
+    clf = CTREClassifier(hidden_layer_sizes=(16, 8), epsilon=4, max_epochs=3, batch_size=20,
+                         random_state=0, growth=growth).fit(X.astype(F32), y)
+    assert clf.n_iter_ == 3 and calls == []
 
 
 def test_a_view_of_a_larger_buffer_is_copied_before_the_check():
@@ -136,7 +151,10 @@ def test_structure_check_agrees_with_a_plain_python_oracle(case):
     ok = valid_structure(indptr, indices, n_cols)
     code = validation.structure_code(indptr, indices, n_cols)
     assert (code == validation.STRUCTURE_OK) == ok
-    assert validation._structure_code_vectorised(indptr, indices, n_cols) == code  # CuPy's path
+    assert validation._diagnose(indptr, indices, n_cols)[0] == code  # CuPy's path
+    _, indptr_copy, indices_copy = validation.checked_copy(indptr, indices, n_cols)
+    assert np.array_equal(indptr_copy, indptr) and np.array_equal(indices_copy, indices)
+    assert not np.shares_memory(indices_copy, indices)
     W = CSRMatrix(np.ones(indices.size), indices, indptr, (indptr.size - 1, n_cols))
     if ok:
         W.validate()
@@ -144,6 +162,18 @@ def test_structure_check_agrees_with_a_plain_python_oracle(case):
         with pytest.raises(ValueError, match="CSR (indptr|column indices)"):
             W.validate()
         assert not W.validated and W.indices is indices  # a refused matrix is left as it was
+
+
+def test_checked_copy_without_numba_gives_the_same_codes(monkeypatch):
+    cases = [(np.array([0, 2, 3]), np.array([0, 3, 1])), (np.array([0, 2, 7]), np.array([0, 3, 1])),
+             (np.array([0, 2, 3]), np.array([0, 3, 9])), (np.array([0, 2, 3]), np.array([3, 0, 1])),
+             (np.array([0]), np.zeros(0, np.int64)), (np.array([0, 3, 1]), np.array([0, 1, 2]))]
+    with_numba = [validation.checked_copy(p, i, 4) for p, i in cases]
+    monkeypatch.setattr(validation, "_kernel", False)
+    for (p, i), (code, cp, ci) in zip(cases, with_numba):
+        code2, cp2, ci2 = validation.checked_copy(p, i, 4)
+        assert code2 == code and np.array_equal(cp2, cp) and np.array_equal(ci2, ci)
+    assert [c for c, _, _ in with_numba] == [0, 1, 2, 3, 0, 1]
 
 
 # ------------------------------------------------------------------ outputs (item 5, 6)
@@ -226,6 +256,8 @@ def test_allocation_beyond_physical_memory_is_refused(monkeypatch):
     A = np.ones((2000, 3), F32)
     with pytest.raises(ValueError, match="topk_cosine with k=4000000 .* more than this machine"):
         topk_cosine(A, A, 4_000_000)
+    with pytest.raises(ValueError, match="CSRMatrix.random with nnz=100000 would need"):
+        CSRMatrix.random(10**6, 10**6, nnz=100_000)
 
 
 # ------------------------------------------------------------------ scipy positions (item 5)
