@@ -147,6 +147,25 @@ class CSRMatrix:
             W._valid = True
         return W
 
+    def __setstate__(self, state):
+        """Unpickling and ``copy.deepcopy``: the arrays come back writeable; lock them again.
+
+        A pickle made before the arrays became properties (plain ``data``,
+        ``indices``, ``indptr``, ``shape`` attributes) loads unvalidated.
+        """
+        state = dict(state)
+        for name in ("data", "indices", "indptr", "shape"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        state.setdefault("_valid", False)
+        self.__dict__.update(state)
+        if self._valid:
+            self._indices, self._indptr = read_only(self._indices), read_only(self._indptr)
+            if self._transpose is not None:
+                self._transpose = tuple(read_only(a) for a in self._transpose)
+            if self._rows is not None:
+                self._rows = read_only(self._rows)
+
     # ------------------------------------------------------------------ arrays
     @property
     def data(self):

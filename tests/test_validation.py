@@ -6,6 +6,8 @@ structures that made kernels read or write out of bounds are fed to every
 op in a child process by test_fuzz_csr.py.
 """
 
+import copy
+import pickle
 import platform
 
 import numpy as np
@@ -69,6 +71,24 @@ def test_validated_index_arrays_are_private_and_read_only():
     np.testing.assert_array_equal(W.indices, [0, 2, 1, 3])
     assert W.data is data and W.data.flags.writeable  # values stay shared
     np.testing.assert_array_equal(spmm(W, np.eye(4, dtype=F32)), W.toarray())
+
+
+def test_pickled_and_deep_copied_matrices_stay_locked():
+    W = CSRMatrix.random(20, 30, density=0.2, random_state=0)
+    W.transpose_arrays()
+    W.row_indices()
+    for V in (pickle.loads(pickle.dumps(W)), copy.deepcopy(W), copy.copy(W)):
+        assert V.validated
+        for arr in (V.indices, V.indptr, *V.transpose_arrays(), V.row_indices()):
+            with pytest.raises(ValueError, match="read-only"):
+                arr[0] = 10**9
+        np.testing.assert_array_equal(V.toarray(), W.toarray())
+    old_style = CSRMatrix.__new__(CSRMatrix)  # a pickle from before the arrays were properties
+    old_style.__setstate__({"data": W.data.copy(), "indices": W.indices.copy(),
+                            "indptr": W.indptr.copy(), "shape": W.shape, "_transpose": None,
+                            "_rows": None})
+    assert not old_style.validated
+    np.testing.assert_array_equal(old_style.validate().toarray(), W.toarray())
 
 
 def test_arrays_made_by_ctre_sparse_are_valid_and_locked_at_once(cpu_backend):
