@@ -29,6 +29,12 @@ CHILD_ENV = {"PYTHONFAULTHANDLER": "1", "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREA
              "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
 
 
+# The examples of issue 10, before the fix: sddmm wrote past ``out`` (numba, native), a column
+# of 1e9 crashed spmm on all three backends, an exclude column of n_in + 1 went unnoticed.
+ISSUE_EXAMPLES = ("struct/indptr_last_past_nnz_view/direct/sddmm",
+                  "struct/column_1e9/direct/spmm", "struct/column_n_in_plus_1/direct/topk_cosine")
+
+
 def _limit_memory():
     try:
         import resource
@@ -54,15 +60,19 @@ def _summary(records):
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_malformed_inputs_give_value_errors(backend):
     proc, records, done = _run(backend)
-    last = proc.stderr.strip().splitlines()[-1:] if proc.stderr.strip() else ["(nothing)"]
+    started = [line for line in proc.stderr.splitlines()  # case ids, then a crash's traceback
+               if line.count("/") >= 2 and " " not in line]
     assert proc.returncode == 0, (f"the {backend} fuzz child died (exit {proc.returncode}) in "
-                                  f"case {last[0]}; stderr tail:\n{proc.stderr[-3000:]}")
+                                  f"case {started[-1] if started else '(none)'}; stderr tail:\n"
+                                  f"{proc.stderr[-3000:]}")
     assert done == [len(records)] and len(records) > 700  # every case ran...
     assert len({r["id"] for r in records}) == len(records)  # ...once
     wrong = [r for r in records
              if r["outcome"] != {"error": "ValueError", "ok": "ok"}[r["expect"]]]
     assert not wrong, (f"{len(wrong)} of {len(records)} cases on {backend} went wrong "
                        f"(first 10: {json.dumps(wrong[:10], indent=1)}); all: {_summary(records)}")
+    outcomes = {r["id"]: r["outcome"] for r in records}
+    assert all(outcomes[case] == "ValueError" for case in ISSUE_EXAMPLES)
     for r in records:  # a clear message: says what was expected, not an internal error
         if r["outcome"] == "ValueError":
             assert r["message"] and "numba" not in r["message"].lower(), r
