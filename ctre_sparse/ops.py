@@ -461,8 +461,8 @@ def prune_magnitude(W, fraction, *, backend="auto", check=True):
     new_indptr = xp.zeros(W.n_out + 1, dtype=W.index_dtype)
     if W.nnz:
         xp.cumsum(xp.bincount(rows[kept], minlength=W.n_out), out=new_indptr[1:])
-    new = CSRMatrix._trusted(W.data[kept], W.indices[kept], new_indptr, W.shape,
-                             valid=W.validated)
+    new = CSRMatrix.adopt(W.data[kept], W.indices[kept], new_indptr, W.shape,
+                          valid=W.validated)
     removed = ~keep_mask
     return PruneResult(new, kept.astype(np.int64), rows[removed].astype(np.int64),
                        W.indices[removed].astype(np.int64))
@@ -526,8 +526,8 @@ def insert(W, rows, cols, values, *, backend="auto", check=True):
     indptr, indices, data, old_pos, new_pos = select_backend(backend, W.data).insert(
         W.indptr, W.indices, W.data, rows, cols, values, W.n_in)
     idx = W.index_dtype
-    new = CSRMatrix._trusted(data, indices.astype(idx, copy=False),
-                             indptr.astype(idx, copy=False), W.shape, valid=W.validated)
+    new = CSRMatrix.adopt(data, indices.astype(idx, copy=False),
+                          indptr.astype(idx, copy=False), W.shape, valid=W.validated)
     return InsertResult(new, old_pos.astype(np.int64), new_pos.astype(np.int64))
 
 

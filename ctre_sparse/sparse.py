@@ -134,12 +134,15 @@ class CSRMatrix:
         self.check_format(full_check=full_check)
 
     @classmethod
-    def _trusted(cls, data, indices, indptr, shape, valid=True):
-        """Wrap arrays that ctre_sparse has just made for this matrix (nobody else holds them).
+    def adopt(cls, data, indices, indptr, shape, *, valid):
+        """Wrap index arrays that the caller has just made and hands over.
 
-        With ``valid`` (the maker guarantees the structure) the O(nnz) check is
-        skipped and the index arrays are made read-only at once; else the
-        matrix is validated at its first use like any other.
+        With ``valid=True`` the caller promises that the structure is what
+        :meth:`validate` checks and that nothing else refers to ``indices``
+        or ``indptr``: they are made read-only and the O(nnz) check is
+        skipped. UNSAFE when the promise is false, like ``check=False``.
+        With ``valid=False`` this is the plain constructor. ctre_sparse's
+        own factories and ops use it for the arrays they build.
         """
         W = cls(data, indices, indptr, shape)
         if valid:
@@ -498,8 +501,8 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
             rows.shape[0], *dense.shape)
         indptr = xp.zeros(dense.shape[0] + 1, dtype=idx)
         xp.cumsum(xp.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
-        return cls._trusted(xp.ascontiguousarray(dense[rows, cols]), cols.astype(idx), indptr,
-                            dense.shape)
+        return cls.adopt(xp.ascontiguousarray(dense[rows, cols]), cols.astype(idx), indptr,
+                         dense.shape, valid=True)
 
     def toarray(self):
         """Return the dense equivalent (tests and small examples only)."""
@@ -510,8 +513,8 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
 
     def copy(self):
         """Return a deep copy (the transpose cache is not shared; the validation is)."""
-        return CSRMatrix._trusted(self.data.copy(), self.indices.copy(), self.indptr.copy(),
-                                  self.shape, valid=self._valid)
+        return CSRMatrix.adopt(self.data.copy(), self.indices.copy(), self.indptr.copy(),
+                               self.shape, valid=self._valid)
 
     def astype(self, dtype=None, index_dtype=None):
         """Return a copy with other value and/or index dtypes."""
@@ -519,25 +522,25 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
         indices, indptr = self.indices, self.indptr
         if index_dtype is not None:
             indices, indptr = indices.astype(index_dtype), indptr.astype(index_dtype)
-        return CSRMatrix._trusted(data.copy() if data is self.data else data,
-                                  indices.copy() if indices is self.indices else indices,
-                                  indptr.copy() if indptr is self.indptr else indptr, self.shape,
-                                  valid=self._valid)
+        return CSRMatrix.adopt(data.copy() if data is self.data else data,
+                               indices.copy() if indices is self.indices else indices,
+                               indptr.copy() if indptr is self.indptr else indptr, self.shape,
+                               valid=self._valid)
 
     def to_device(self, device):
         """Return a copy on ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy)."""
         if device == "cpu":
             if self.xp is np:
                 return self
-            return CSRMatrix._trusted(self.data.get(), self.indices.get(), self.indptr.get(),
-                                      self.shape, valid=self._valid)
+            return CSRMatrix.adopt(self.data.get(), self.indices.get(), self.indptr.get(),
+                                   self.shape, valid=self._valid)
         if device in ("cuda", "gpu"):
             import cupy
 
             if self.xp is cupy:
                 return self
-            return CSRMatrix._trusted(cupy.asarray(self.data), cupy.asarray(self.indices),
-                                      cupy.asarray(self.indptr), self.shape, valid=self._valid)
+            return CSRMatrix.adopt(cupy.asarray(self.data), cupy.asarray(self.indices),
+                                   cupy.asarray(self.indptr), self.shape, valid=self._valid)
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
     # -------------------------------------------------------------- factories
@@ -600,7 +603,8 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
             data = np.ones(nnz)
         else:
             raise ValueError(f"values must be 'uniform', 'normal', 'ones' or callable, got {values!r}")
-        return cls._trusted(np.ascontiguousarray(data, dtype=dtype), cols, indptr, (n_out, n_in))
+        return cls.adopt(np.ascontiguousarray(data, dtype=dtype), cols, indptr, (n_out, n_in),
+                         valid=True)
 
 
 def _build_transpose(W):

@@ -119,6 +119,16 @@ def test_training_never_validates_again(monkeypatch, growth):
     assert clf.n_iter_ == 3 and calls == []
 
 
+def test_adopt_locks_handed_over_arrays():
+    data, indices, indptr = (a.copy() for a in ARRAYS)
+    W = CSRMatrix.adopt(data, indices, indptr, (3, 4), valid=True)
+    assert W.validated and W.indices is indices and not indices.flags.writeable
+    V = CSRMatrix.adopt(data, np.array([0, 9, 1, 3], np.int32), indptr.copy(), (3, 4),
+                        valid=False)  # no promise: checked at the first op
+    with pytest.raises(ValueError, match="column indices must lie in \\[0, 4\\)"):
+        spmm(V, np.ones((4, 1), F32))
+
+
 def test_a_view_of_a_larger_buffer_is_copied_before_the_check():
     buf = np.arange(64, dtype=np.int32) % 4
     buf[:4] = ARRAYS[1]
