@@ -11,6 +11,26 @@ Errors: shapes, dtypes and contiguity are checked once here and reported as
 :class:`ValueError` saying what was expected and what came. With
 ``check_finite=True`` (the default) the weights are checked for NaN/Inf,
 which costs O(nnz), small beside the O(nnz * batch) product.
+
+Index structure: no compiled kernel sees a CSR matrix whose structure was
+not validated (``indptr`` from 0, non-decreasing, ending at ``nnz``; columns
+in range, sorted and unique within each row): see
+:meth:`CSRMatrix.validate <ctre_sparse.sparse.CSRMatrix.validate>`. The
+check is O(nnz) once per matrix and remembered; a ``scipy.sparse`` input is
+wrapped and checked at every call (wrap it once with
+:meth:`CSRMatrix.from_scipy` to check it once), and one whose rows are
+unsorted or hold duplicates is refused rather than silently copied, so
+that positions in ``W.data`` always are the caller's positions.
+``check=False`` skips the structure check of a ``CSRMatrix``: a promise by
+the caller that it is valid, UNSAFE otherwise (a malformed structure can
+then crash the process). An ``out`` array must be writeable and must not
+overlap any input.
+
+Denormals: the native backend's products (:func:`spmm`, :func:`spmm_t`,
+:func:`sddmm`) run with flush-to-zero and denormals-are-zero on x86:
+subnormal inputs count as 0 and subnormal results come out as 0 (float32:
+below about 1.2e-38 in magnitude; float64: 2.2e-308). The other backends
+keep IEEE subnormals, so results can differ there by at most a subnormal.
 """
 
 from __future__ import annotations
@@ -22,6 +42,7 @@ import numpy as np
 
 from .backends import select_backend
 from .sparse import CSRMatrix, FLOAT_DTYPES, array_module
+from .validation import check_allocation, check_output
 
 __all__ = ["as_csr", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
            "prune_magnitude", "insert", "PruneResult", "InsertResult"]
@@ -70,6 +91,14 @@ def as_csr(W, *, name="W"):
                      f"got {type(W).__name__}")
 
 
+def _csr_operand(W, check, name="W"):
+    """``as_csr(W)``, its structure validated (remembered) unless ``check`` is False."""
+    W = as_csr(W, name=name)
+    if check:
+        W.validate()
+    return W
+
+
 def _check_dense(name, arr, *, ndim, dtype, rows=None, xp=None):
     if not hasattr(arr, "ndim") or not hasattr(arr, "dtype"):
         raise ValueError(f"{name} must be a NumPy or CuPy array, got {type(arr).__name__}")
@@ -90,13 +119,28 @@ def _check_dense(name, arr, *, ndim, dtype, rows=None, xp=None):
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
 
 
-def _check_out(out, shape, dtype, xp):
+def _check_out(out, shape, dtype, xp, inputs):
+    """``out`` checked (shape, dtype, writeable, no overlap with ``inputs``), or a new array."""
     if out is None:
         return xp.empty(shape, dtype=dtype)
     _check_dense("out", out, ndim=len(shape), dtype=dtype, xp=xp)
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    check_output(out, inputs)
     return out
+
+
+def _csr_inputs(W):
+    """W's arrays by name, for the overlap check of an output.
+
+    A validated NumPy matrix's index arrays are private and read-only from
+    their creation on, so no writeable ``out`` can overlap them: only
+    ``data`` is checked then (each check costs about half a microsecond).
+    CuPy arrays cannot be locked: all are checked.
+    """
+    if W.validated and W.xp is np:
+        return {"W.data": W.data}
+    return {"W.data": W.data, "W.indices": W.indices, "W.indptr": W.indptr}
 
 
 def _check_finite_weights(W):
@@ -117,7 +161,7 @@ def _check_index_array(name, arr, bound, xp):
 
 
 # ------------------------------------------------------------------ products
-def spmm(W, X, *, out=None, backend="auto", check_finite=True):
+def spmm(W, X, *, out=None, backend="auto", check_finite=True, check=True):
     """Sparse times dense: ``W @ X``.
 
     Parameters
@@ -125,14 +169,20 @@ def spmm(W, X, *, out=None, backend="auto", check_finite=True):
     W : CSRMatrix or scipy.sparse CSR, shape (n_out, n_in)
     X : ndarray, shape (n_in, batch), C-contiguous, dtype of W
     out : ndarray, shape (n_out, batch), optional
-        Written in place and returned.
+        Written in place and returned; writeable, not overlapping X or W.
     backend : str, default "auto"
     check_finite : bool, default True
         Reject NaN/Inf in ``W.data``.
+    check : bool, default True
+        Validate W's index structure (O(nnz) the first time, then
+        remembered; see :meth:`CSRMatrix.validate`). False skips it: UNSAFE,
+        a promise that the structure is valid.
 
     Returns
     -------
     ndarray, shape (n_out, batch)
+        On the native backend subnormal values are flushed to zero (see the
+        module notes).
 
     Examples
     --------
@@ -142,16 +192,16 @@ def spmm(W, X, *, out=None, backend="auto", check_finite=True):
     array([[1., 1., 1.],
            [2., 2., 2.]], dtype=float32)
     """
-    W = as_csr(W)
+    W = _csr_operand(W, check)
     _check_dense("X", X, ndim=2, dtype=W.dtype, rows=W.n_in, xp=W.xp)
-    out = _check_out(out, (W.n_out, X.shape[1]), W.dtype, W.xp)
+    out = _check_out(out, (W.n_out, X.shape[1]), W.dtype, W.xp, {"X": X, **_csr_inputs(W)})
     if check_finite:
         _check_finite_weights(W)
     select_backend(backend, W.data, X).spmm(W.indptr, W.indices, W.data, X, out)
     return out
 
 
-def spmm_t(W, G, *, out=None, backend="auto", check_finite=True):
+def spmm_t(W, G, *, out=None, backend="auto", check_finite=True, check=True):
     """Transposed product ``W.T @ G`` through the cached transpose (no atomics).
 
     Parameters
@@ -159,12 +209,18 @@ def spmm_t(W, G, *, out=None, backend="auto", check_finite=True):
     W : CSRMatrix or scipy.sparse CSR, shape (n_out, n_in)
     G : ndarray, shape (n_out, batch), C-contiguous, dtype of W
     out : ndarray, shape (n_in, batch), optional
+        Writeable, not overlapping G or W.
     backend : str, default "auto"
     check_finite : bool, default True
+    check : bool, default True
+        Validate W's index structure (O(nnz) the first time, then
+        remembered; see :meth:`CSRMatrix.validate`). False skips it: UNSAFE,
+        a promise that the structure is valid.
 
     Returns
     -------
     ndarray, shape (n_in, batch)
+        Subnormals flushed to zero on the native backend.
 
     Examples
     --------
@@ -175,17 +231,20 @@ def spmm_t(W, G, *, out=None, backend="auto", check_finite=True):
            [0., 0.],
            [3., 3.]], dtype=float32)
     """
-    W = as_csr(W)
+    W = _csr_operand(W, check)
     _check_dense("G", G, ndim=2, dtype=W.dtype, rows=W.n_out, xp=W.xp)
-    out = _check_out(out, (W.n_in, G.shape[1]), W.dtype, W.xp)
+    t_indptr, t_indices, t_perm = W.transpose_arrays(check=check)
+    inputs = {"G": G, **_csr_inputs(W)}
+    if W.xp is not np:  # on the CPU the cached transpose is private and read-only
+        inputs.update({"W.T indptr": t_indptr, "W.T indices": t_indices, "W.T perm": t_perm})
+    out = _check_out(out, (W.n_in, G.shape[1]), W.dtype, W.xp, inputs)
     if check_finite:
         _check_finite_weights(W)
-    t_indptr, t_indices, t_perm = W.transpose_arrays()
     select_backend(backend, W.data, G).spmm_t(t_indptr, t_indices, t_perm, W.data, G, out)
     return out
 
 
-def sddmm(W, G, X, *, out=None, backend="auto"):
+def sddmm(W, G, X, *, out=None, backend="auto", check=True):
     """Sampled dense-dense product: ``(G @ X.T)`` at W's pattern, aligned with ``W.data``.
 
     This is the weight gradient restricted to the existing connections:
@@ -198,11 +257,18 @@ def sddmm(W, G, X, *, out=None, backend="auto"):
     G : ndarray, shape (n_out, batch)
     X : ndarray, shape (n_in, batch)
     out : ndarray, shape (nnz,), optional
+        Writeable, not overlapping G, X or W.
     backend : str, default "auto"
+    check : bool, default True
+        Validate W's index structure (O(nnz) the first time, then
+        remembered; see :meth:`CSRMatrix.validate`). False skips it: UNSAFE,
+        a promise that the structure is valid.
 
     Returns
     -------
     ndarray, shape (nnz,)
+        ``out[p]`` belongs to ``W.data[p]`` (for a scipy input: to its
+        ``.data[p]``). Subnormals flushed to zero on the native backend.
 
     Examples
     --------
@@ -211,13 +277,13 @@ def sddmm(W, G, X, *, out=None, backend="auto"):
     >>> sddmm(W, np.array([[1., 2.]], np.float32), np.array([[9., 9.], [3., 4.]], np.float32))
     array([11.], dtype=float32)
     """
-    W = as_csr(W)
+    W = _csr_operand(W, check)
     _check_dense("G", G, ndim=2, dtype=W.dtype, rows=W.n_out, xp=W.xp)
     _check_dense("X", X, ndim=2, dtype=W.dtype, rows=W.n_in, xp=W.xp)
     if G.shape[1] != X.shape[1]:
         raise ValueError(f"G and X must have the same batch size, got {G.shape[1]} and "
                          f"{X.shape[1]}")
-    out = _check_out(out, (W.nnz,), W.dtype, W.xp)
+    out = _check_out(out, (W.nnz,), W.dtype, W.xp, {"G": G, "X": X, **_csr_inputs(W)})
     select_backend(backend, W.data, G, X).sddmm(W.indptr, W.indices, G, X, out)
     return out
 
@@ -257,6 +323,7 @@ def cosine_pairs(A, B, rows, cols, *, out=None, backend="auto"):
     rows : int array, shape (k,), values in [0, n_a)
     cols : int array, shape (k,), values in [0, n_b)
     out : ndarray, shape (k,), optional
+        Writeable, not overlapping the other operands.
     backend : str, default "auto"
 
     Returns
@@ -276,12 +343,14 @@ def cosine_pairs(A, B, rows, cols, *, out=None, backend="auto"):
     if rows.shape[0] != cols.shape[0]:
         raise ValueError(f"rows and cols must have the same length, got {rows.shape[0]} and "
                          f"{cols.shape[0]}")
-    out = _check_out(out, (rows.shape[0],), A.dtype, xp)
+    out = _check_out(out, (rows.shape[0],), A.dtype, xp, {"A": A, "B": B, "rows": rows,
+                                                          "cols": cols})
     select_backend(backend, A, B).cosine_pairs(A, B, rows, cols, out)
     return out
 
 
-def topk_cosine(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend="auto"):
+def topk_cosine(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend="auto",
+                check=True):
     """The ``k`` absent connections whose two neurons are most alike.
 
     Scores every pair ``(row, col)`` not stored in ``exclude`` by
@@ -297,12 +366,17 @@ def topk_cosine(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend=
     B : ndarray, shape (n_out, S), dtype of A
         Output-side activations.
     k : int
-        How many pairs to return; fewer come back when fewer pairs are absent.
+        How many pairs to return; fewer come back when fewer pairs are absent
+        (a larger ``k`` is cut to that number before anything is allocated).
     exclude : CSRMatrix or scipy.sparse CSR, shape (n_out, n_in), optional
         Existing connections, never returned.
     block_bytes : int, default 32 MiB
-        Memory budget of one block of scores.
+        Memory budget of one block of scores (at least one row of ``n_in``
+        scores is formed at a time, at most all ``n_out`` rows).
     backend : str, default "auto"
+    check : bool, default True
+        Validate the structure of ``exclude`` (see :func:`spmm`); False is
+        UNSAFE, a promise that it is valid.
 
     Returns
     -------
@@ -322,25 +396,29 @@ def topk_cosine(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend=
     [(1, 1), (0, 1)]
     """
     xp = _check_activations(A, B)
-    k = int(k)
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    k = _check_int("k", k, 0)
+    block_bytes = _check_int("block_bytes", block_bytes, 1)
     n_out, n_in = B.shape[0], A.shape[0]
     if exclude is None:
         indptr = xp.zeros(n_out + 1, dtype=np.int64)
         indices = xp.zeros(0, dtype=np.int64)
     else:
-        W = as_csr(exclude, name="exclude")
+        W = _csr_operand(exclude, check, name="exclude")
         if W.shape != (n_out, n_in):
             raise ValueError(f"exclude must have shape (n_out, n_in) = {(n_out, n_in)} "
                              f"(B rows, A rows), got {W.shape}")
         indptr, indices = W.indptr, W.indices
-    block_rows = max(1, int(block_bytes) // max(1, n_in * A.dtype.itemsize))
+    k = min(k, max(0, n_out * n_in - int(indices.shape[0])))  # the absent pairs (no repeats)
+    row_bytes = max(1, n_in * A.dtype.itemsize)
+    block_rows = min(max(1, block_bytes // row_bytes), max(1, n_out))
+    # a block of scores, plus the running top and its merge buffers (key + score each)
+    check_allocation(block_rows * row_bytes + 4 * k * (8 + A.dtype.itemsize),
+                     f"topk_cosine with k={k} and blocks of {block_rows} rows")
     return select_backend(backend, A, B).topk_cosine(A, B, k, indptr, indices, block_rows)
 
 
 # ------------------------------------------------------------------ topology
-def prune_magnitude(W, fraction, *, backend="auto"):
+def prune_magnitude(W, fraction, *, backend="auto", check=True):
     """Remove the ``fraction`` of connections with the smallest ``|w|``.
 
     ``floor(fraction * nnz)`` entries go; among equal magnitudes the entry
@@ -351,11 +429,14 @@ def prune_magnitude(W, fraction, *, backend="auto"):
     W : CSRMatrix or scipy.sparse CSR
     fraction : float in [0, 1]
     backend : str, default "auto"
+    check : bool, default True
+        Validate W's index structure (see :func:`spmm`); False is UNSAFE.
 
     Returns
     -------
     PruneResult
-        ``(matrix, kept, removed_rows, removed_cols)``.
+        ``(matrix, kept, removed_rows, removed_cols)``; ``kept`` are
+        positions in ``W.data`` (for a scipy input, in its ``.data``).
 
     Examples
     --------
@@ -368,10 +449,8 @@ def prune_magnitude(W, fraction, *, backend="auto"):
     >>> res.kept.tolist(), res.removed_rows.tolist(), res.removed_cols.tolist()
     ([1, 2], [0, 1], [0, 1])
     """
-    W = as_csr(W)
-    fraction = float(fraction)
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    W = _csr_operand(W, check)
+    fraction = _check_fraction(fraction)
     _check_finite_weights(W)
     xp = W.xp
     n_remove = int(np.floor(fraction * W.nnz))
@@ -382,13 +461,24 @@ def prune_magnitude(W, fraction, *, backend="auto"):
     new_indptr = xp.zeros(W.n_out + 1, dtype=W.index_dtype)
     if W.nnz:
         xp.cumsum(xp.bincount(rows[kept], minlength=W.n_out), out=new_indptr[1:])
-    new = CSRMatrix(W.data[kept], W.indices[kept], new_indptr, W.shape)
+    new = CSRMatrix.adopt(W.data[kept], W.indices[kept], new_indptr, W.shape,
+                          valid=W.validated)
     removed = ~keep_mask
     return PruneResult(new, kept.astype(np.int64), rows[removed].astype(np.int64),
                        W.indices[removed].astype(np.int64))
 
 
-def insert(W, rows, cols, values, *, backend="auto"):
+def _check_fraction(fraction):
+    if isinstance(fraction, bool) or not isinstance(fraction, (numbers.Real, np.floating,
+                                                               np.integer)):
+        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    return fraction
+
+
+def insert(W, rows, cols, values, *, backend="auto", check=True):
     """Add new connections ``(rows[i], cols[i]) = values[i]``, keeping rows sorted.
 
     Parameters
@@ -397,8 +487,11 @@ def insert(W, rows, cols, values, *, backend="auto"):
     rows, cols : int arrays, shape (m,)
         Positions to add: in range, distinct, and not already stored.
     values : array, shape (m,)
-        Cast to W's dtype; must be finite.
+        Real numbers, cast to W's dtype; must be finite there (a value that
+        overflows W's dtype, such as 1e300 for float32, is refused).
     backend : str, default "auto"
+    check : bool, default True
+        Validate W's index structure (see :func:`spmm`); False is UNSAFE.
 
     Returns
     -------
@@ -421,22 +514,38 @@ def insert(W, rows, cols, values, *, backend="auto"):
     >>> res.old_positions.tolist(), res.new_positions.tolist()
     ([1], [2, 0])
     """
-    W = as_csr(W)
+    W = _csr_operand(W, check)
     xp = W.xp
     _check_index_array("rows", rows, W.n_out, xp)
     _check_index_array("cols", cols, W.n_in, xp)
-    values = xp.asarray(values)
+    values = _insert_values(values, W.dtype, xp)
     if not rows.shape[0] == cols.shape[0] == values.shape[0]:
         raise ValueError(f"rows, cols and values must have the same length, got "
                          f"{rows.shape[0]}, {cols.shape[0]} and {values.shape[0]}")
-    if values.ndim != 1 or not bool(xp.all(xp.isfinite(values))):
-        raise ValueError("values must be a 1-D array of finite numbers")
     _check_insert_positions(W, rows, cols)
     indptr, indices, data, old_pos, new_pos = select_backend(backend, W.data).insert(
-        W.indptr, W.indices, W.data, rows, cols, values.astype(W.dtype, copy=False), W.n_in)
+        W.indptr, W.indices, W.data, rows, cols, values, W.n_in)
     idx = W.index_dtype
-    new = CSRMatrix(data, indices.astype(idx, copy=False), indptr.astype(idx, copy=False), W.shape)
+    new = CSRMatrix.adopt(data, indices.astype(idx, copy=False),
+                          indptr.astype(idx, copy=False), W.shape, valid=W.validated)
     return InsertResult(new, old_pos.astype(np.int64), new_pos.astype(np.int64))
+
+
+def _insert_values(values, dtype, xp):
+    """``values`` as a 1-D array of ``dtype``, refused if not finite there (overflow included)."""
+    values = xp.asarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "biuf":
+        raise ValueError(f"values must be a 1-D array of real numbers, got dtype {values.dtype} "
+                         f"with shape {tuple(values.shape)}")
+    if not bool(xp.all(xp.isfinite(values))):
+        raise ValueError("values must be a 1-D array of finite numbers")
+    with np.errstate(over="ignore"):
+        cast = values.astype(dtype, copy=False)
+    if not bool(xp.all(xp.isfinite(cast))):
+        raise ValueError(f"values must fit in W's dtype {np.dtype(dtype).name} (largest "
+                         f"magnitude {np.finfo(dtype).max:.4g}), got |value| up to "
+                         f"{float(xp.abs(values).max()):.4g}")
+    return cast
 
 
 def _check_insert_positions(W, rows, cols):

@@ -11,6 +11,21 @@ permutation into ``data`` (see :meth:`CSRMatrix.transpose_arrays`). It
 depends only on the sparsity pattern, so updating ``data`` in place keeps it
 valid; topology edits (:func:`ctre_sparse.ops.prune_magnitude`,
 :func:`ctre_sparse.ops.insert`) return a new matrix with an empty cache.
+
+Validation contract (what makes the compiled kernels safe): the O(nnz)
+structure check (``indptr`` from 0, non-decreasing, ending at ``nnz``;
+columns in range, sorted and unique within each row) runs once per matrix,
+at its first op or :meth:`CSRMatrix.validate`, and is remembered. So that
+nothing can change the arrays behind the remembered check, a validated
+NumPy matrix holds its ``indices`` and ``indptr`` as private read-only
+arrays: validation copies arrays that came from outside (the caller's
+arrays stay theirs and stay writeable), and the arrays ctre_sparse made
+itself (:meth:`CSRMatrix.random`, the results of ops) are made read-only
+at once. Writing into them raises; assigning ``W.indices`` or ``W.indptr``
+drops the check, which then runs again at the next op. ``data`` stays
+shared and writeable (values cannot make a kernel go out of bounds).
+CuPy arrays cannot be made read-only: editing a validated GPU matrix's
+index arrays in place is not detected (assign new arrays instead).
 """
 
 from __future__ import annotations
@@ -18,6 +33,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+
+from .validation import (NOT_CANONICAL, check_allocation, check_convertible, check_structure,
+                         checked_copy, read_only, structure_code)
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +94,22 @@ class CSRMatrix:
     shape : tuple of int
         ``(n_out, n_in)``.
     full_check : bool, default False
-        Also run the O(nnz) checks (bounds, sorted rows, no duplicates,
-        finite values). The O(1) checks (dtypes, lengths) always run.
+        Also run the O(nnz) checks now (:meth:`validate`, and finite
+        values). Otherwise only the O(1) checks (dtypes, lengths) run here
+        and the structure is validated at the first op.
 
     Raises
     ------
     ValueError
         If the arrays do not form a valid CSR matrix; the message says what
         was expected and what came.
+
+    Notes
+    -----
+    The arrays are wrapped, not copied. Validation (at the first op, or
+    :meth:`validate`, or ``full_check=True``) then replaces ``indices`` and
+    ``indptr`` by private read-only copies, so that the validated structure
+    cannot change behind the matrix's back; ``data`` stays the caller's array.
 
     Examples
     --------
@@ -98,13 +124,100 @@ class CSRMatrix:
     """
 
     def __init__(self, data, indices, indptr, shape, *, full_check=False):
-        self.data = data
-        self.indices = indices
-        self.indptr = indptr
-        self.shape = (int(shape[0]), int(shape[1]))
+        self._data = data
+        self._indices = indices
+        self._indptr = indptr
+        self._shape = (int(shape[0]), int(shape[1]))
         self._transpose = None
         self._rows = None
+        self._valid = False  # structure checked (or built valid) and its index arrays private
         self.check_format(full_check=full_check)
+
+    @classmethod
+    def adopt(cls, data, indices, indptr, shape, *, valid):
+        """Wrap index arrays that the caller has just made and hands over.
+
+        With ``valid=True`` the caller promises that the structure is what
+        :meth:`validate` checks and that nothing else refers to ``indices``
+        or ``indptr``: they are made read-only and the O(nnz) check is
+        skipped. UNSAFE when the promise is false, like ``check=False``.
+        With ``valid=False`` this is the plain constructor. ctre_sparse's
+        own factories and ops use it for the arrays they build.
+        """
+        W = cls(data, indices, indptr, shape)
+        if valid:
+            W._indices, W._indptr = read_only(W._indices), read_only(W._indptr)
+            W._valid = True
+        return W
+
+    def __setstate__(self, state):
+        """Unpickling and ``copy.deepcopy``: the arrays come back writeable; lock them again.
+
+        A pickle made before the arrays became properties (plain ``data``,
+        ``indices``, ``indptr``, ``shape`` attributes) loads unvalidated.
+        """
+        state = dict(state)
+        for name in ("data", "indices", "indptr", "shape"):
+            if name in state:
+                state["_" + name] = state.pop(name)
+        state.setdefault("_valid", False)
+        self.__dict__.update(state)
+        if self._valid:
+            self._indices, self._indptr = read_only(self._indices), read_only(self._indptr)
+            if self._transpose is not None:
+                self._transpose = tuple(read_only(a) for a in self._transpose)
+            if self._rows is not None:
+                self._rows = read_only(self._rows)
+
+    # ------------------------------------------------------------------ arrays
+    @property
+    def data(self):
+        """Values, shape (nnz,), float32 or float64; shared with the caller, writeable."""
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        old, self._data = self._data, value
+        try:
+            self.check_format()
+        except ValueError:
+            self._data = old
+            raise
+
+    @property
+    def indices(self):
+        """Column of every value, shape (nnz,); read-only once the matrix is validated."""
+        return self._indices
+
+    @indices.setter
+    def indices(self, value):
+        self._indices = value
+        self.invalidate_cache()
+
+    @property
+    def indptr(self):
+        """Row pointers, shape (n_out + 1,); read-only once the matrix is validated."""
+        return self._indptr
+
+    @indptr.setter
+    def indptr(self, value):
+        self._indptr = value
+        self.invalidate_cache()
+
+    @property
+    def shape(self):
+        """``(n_out, n_in)``."""
+        return self._shape
+
+    @shape.setter
+    def shape(self, value):
+        self._shape = (int(value[0]), int(value[1]))
+        self.invalidate_cache()
+
+    @property
+    def validated(self):
+        """True once the O(nnz) structure check has passed (see :meth:`validate`)."""
+        return self._valid
 
     # ------------------------------------------------------------------ basics
     @property
@@ -155,8 +268,9 @@ class CSRMatrix:
         ----------
         full_check : bool, default False
             If True, also check (in O(nnz)) that indices are in bounds, sorted
-            and unique within each row, that ``indptr`` is non-decreasing and
-            that the values are finite.
+            and unique within each row, that ``indptr`` is non-decreasing
+            (both by :meth:`validate`, remembered) and that the values are
+            finite (not remembered: values change).
 
         Raises
         ------
@@ -192,49 +306,63 @@ class CSRMatrix:
                 array_module(self.indptr) is not array_module(self.data):
             raise ValueError("CSR data, indices and indptr must all be NumPy or all be CuPy arrays")
         if full_check:
-            self._full_check()
+            self.validate()
+            if not bool(self.xp.all(self.xp.isfinite(self.data))):
+                raise ValueError("CSR data contains NaN or Inf")
 
-    def _full_check(self):
-        xp = self.xp
-        n_out, n_in = self.shape
-        indptr, indices = self.indptr, self.indices
-        if int(indptr[0]) != 0 or int(indptr[-1]) != self.nnz:
-            raise ValueError(f"CSR indptr must start at 0 and end at nnz={self.nnz}, "
-                             f"got {int(indptr[0])} .. {int(indptr[-1])}")
-        if n_out and bool(xp.any(xp.diff(indptr) < 0)):
-            raise ValueError("CSR indptr must be non-decreasing")
-        if self.nnz:
-            lo, hi = int(indices.min()), int(indices.max())
-            if lo < 0 or hi >= n_in:
-                raise ValueError(f"CSR column indices must lie in [0, {n_in}), "
-                                 f"found values in [{lo}, {hi}]")
-            # within a row the keys must strictly increase; across a row boundary anything goes
-            step = xp.diff(indices.astype(xp.int64))
-            boundary = xp.zeros(self.nnz, dtype=bool)
-            starts = indptr[1:-1]
-            starts = starts[(starts > 0) & (starts < self.nnz)]
-            boundary[starts] = True
-            bad = (step <= 0) & ~boundary[1:]
-            if bool(xp.any(bad)):
-                p = int(xp.flatnonzero(bad)[0]) + 1
-                kind = "duplicate" if int(step[p - 1]) == 0 else "unsorted"
-                raise ValueError(f"CSR column indices must be sorted and unique within each row; "
-                                 f"{kind} index {int(indices[p])} at position {p}")
-        if not bool(xp.all(xp.isfinite(self.data))):
-            raise ValueError("CSR data contains NaN or Inf")
+    def validate(self):
+        """Check the index structure once (O(nnz)) and remember it; return ``self``.
+
+        Checks that ``indptr`` starts at 0, never decreases and ends at
+        ``nnz``, and that the columns of every row lie in ``[0, n_in)`` and
+        strictly increase (sorted, no duplicates): what the compiled kernels
+        rely on. Every op calls it (unless told ``check=False``); after the
+        first call it costs nothing until ``indices`` or ``indptr`` is
+        assigned again.
+
+        For NumPy arrays the checked ``indices`` and ``indptr`` are private
+        read-only copies (unless ctre_sparse made the arrays itself), taken
+        before the check: the caller's own arrays, or views of them, cannot
+        change what was checked. CuPy arrays are checked in place and cannot
+        be locked (see the module notes).
+
+        Raises
+        ------
+        ValueError
+            Naming the first violation; the matrix is then left unchanged.
+        """
+        if self._valid:
+            return self
+        self.check_format()
+        indptr, indices = self._indptr, self._indices
+        if self.xp is np:  # check private copies: no alias can change them after the check
+            code, indptr, indices = checked_copy(indptr, indices, self.n_in)
+            check_structure(indptr, indices, self.n_in, code)
+            indptr, indices = read_only(indptr), read_only(indices)
+        else:
+            check_structure(indptr, indices, self.n_in)
+        self._indptr, self._indices = indptr, indices
+        self._transpose = self._rows = None  # derived from the arrays before the check
+        self._valid = True
+        return self
 
     # -------------------------------------------------------------- derived
-    def transpose_arrays(self):
+    def transpose_arrays(self, *, check=True):
         """Return the cached transpose ``(t_indptr, t_indices, t_perm)``.
 
         ``t_indptr[n_in + 1]`` and ``t_indices[nnz]`` describe ``W.T`` in CSR
         form (rows = input neurons, sorted output rows within each), and
         ``t_perm[nnz]`` maps each transposed entry to its position in
         ``data``: ``W.T`` has value ``data[t_perm[q]]`` at ``q``. Built once in
-        O(nnz + n_in) and reused until the topology changes.
+        O(nnz + n_in) and reused until the topology changes. Validates the
+        matrix first (:meth:`validate`) unless ``check=False``, a promise by
+        the caller that the structure is valid (unsafe otherwise); the
+        arrays are read-only.
         """
+        if check:
+            self.validate()
         if self._transpose is None:
-            self._transpose = _build_transpose(self)
+            self._transpose = tuple(read_only(a) for a in _build_transpose(self))
         return self._transpose
 
     def row_indices(self):
@@ -247,22 +375,33 @@ class CSRMatrix:
             else:  # cupy.repeat needs host counts; a binary search per entry stays on the device
                 self._rows = xp.searchsorted(self.indptr[1:], xp.arange(
                     self.nnz, dtype=self.index_dtype), side="right").astype(self.index_dtype)
+            self._rows = read_only(self._rows)
         return self._rows
 
     def invalidate_cache(self):
-        """Drop cached derived arrays; call after editing indices in place."""
+        """Drop cached derived arrays and the validation; call after editing indices in place.
+
+        (A validated NumPy matrix's index arrays are read-only, so only an
+        unvalidated one can be edited in place.)
+        """
         self._transpose = None
         self._rows = None
+        self._valid = False
 
     # ------------------------------------------------------------ conversion
     @classmethod
-    def from_scipy(cls, matrix, *, dtype=None, full_check=False):
-        """Wrap a ``scipy.sparse`` matrix (or ``cupyx`` CSR), copying only if needed.
+    def from_scipy(cls, matrix, *, dtype=None, full_check=False, canonicalize=False):
+        """Wrap a ``scipy.sparse`` matrix (or ``cupyx`` CSR) and validate its structure.
 
-        The arrays are shared when the input is CSR with canonical format
-        (sorted, unique indices) and float32/float64 data; otherwise a
-        canonical copy is made (CSC/COO converted, duplicates summed,
-        rows sorted).
+        A CSR input shares its ``data`` array with the result (unless
+        ``dtype`` casts it), so positions in ``W.data`` (what
+        :func:`~ctre_sparse.ops.sddmm` returns values for and
+        :func:`~ctre_sparse.ops.prune_magnitude` reports as ``kept``) are
+        positions in ``matrix.data``. Its structure is validated here, O(nnz)
+        (:meth:`validate`: ``indices`` and ``indptr`` become private
+        read-only copies). Other formats (CSC, COO, ...) are converted to a
+        new canonical CSR matrix; CSC and COO are bounds-checked before
+        scipy converts them.
 
         Parameters
         ----------
@@ -270,14 +409,55 @@ class CSRMatrix:
         dtype : dtype, optional
             Cast values to this dtype (copies when it differs).
         full_check : bool, default False
-            Run the O(nnz) checks as well.
+            Also check that the values are finite.
+        canonicalize : bool, default False
+            A CSR input whose rows have unsorted or duplicate columns is
+            refused with a ValueError unless this is True; then
+            ``matrix.sum_duplicates()`` is called first, which sorts the rows
+            and sums duplicates *in the caller's matrix*, in place, so that
+            ``matrix.data`` and ``W.data`` stay aligned.
+
+        Raises
+        ------
+        ValueError
+            If the structure is malformed (``indptr``, column bounds), or not
+            canonical and ``canonicalize`` is False.
+
+        Examples
+        --------
+        >>> import numpy as np, scipy.sparse as sp
+        >>> m = sp.csr_matrix((np.array([1., 2.]), np.array([1, 0]), np.array([0, 2])),
+        ...                   shape=(1, 2))
+        >>> CSRMatrix.from_scipy(m)
+        Traceback (most recent call last):
+        ...
+        ValueError: CSR column indices must be sorted and unique within each row; unsorted index 0 \
+at position 1; sort each row and merge duplicates first (for a scipy matrix: m.sum_duplicates(), \
+or CSRMatrix.from_scipy(m, canonicalize=True))
+        >>> W = CSRMatrix.from_scipy(m, canonicalize=True)
+        >>> m.data, W.data is m.data
+        (array([2., 1.]), True)
         """
         m = matrix
         if getattr(m, "format", None) != "csr":
+            check_convertible(m)
             m = m.tocsr()
-        if not m.has_canonical_format:
-            m = m.copy()
-            m.sum_duplicates()
+            m.sum_duplicates()  # a fresh matrix of our own: sorting it in place hides nothing
+        W = cls._wrap_scipy(m, dtype)
+        try:
+            W.validate()
+        except ValueError:
+            if not canonicalize or structure_code(W.indptr, W.indices, W.n_in) != NOT_CANONICAL:
+                raise
+            m.sum_duplicates()  # safe: bounds and indptr are checked
+            W = cls._wrap_scipy(m, dtype).validate()
+        if full_check:
+            W.check_format(full_check=True)
+        return W
+
+    @classmethod
+    def _wrap_scipy(cls, m, dtype):
+        """A CSRMatrix around a CSR matrix's arrays (cheap checks only)."""
         data = m.data
         if dtype is not None and data.dtype != np.dtype(dtype):
             data = data.astype(dtype)
@@ -285,13 +465,18 @@ class CSRMatrix:
             raise ValueError(f"sparse matrix values must be float32 or float64, got {data.dtype} "
                              "(pass dtype=... to cast)")
         indices, indptr = m.indices, m.indptr
-        if indices.dtype != indptr.dtype:
+        if indices.dtype != indptr.dtype and indices.dtype.kind == indptr.dtype.kind == "i":
             idx = np.promote_types(indices.dtype, indptr.dtype)
             indices, indptr = indices.astype(idx), indptr.astype(idx)
-        return cls(data, indices, indptr, m.shape, full_check=full_check)
+        return cls(data, indices, indptr, m.shape)
 
     def to_scipy(self):
-        """Return a ``scipy.sparse.csr_matrix`` (or ``cupyx`` one) sharing the arrays."""
+        """Return a ``scipy.sparse.csr_matrix`` (or ``cupyx`` one) sharing the arrays.
+
+        The matrix is validated first (:meth:`validate`), so scipy gets a
+        canonical structure; its index arrays are then read-only.
+        """
+        self.validate()
         if self.xp is np:
             import scipy.sparse as sp
 
@@ -316,7 +501,8 @@ class CSRMatrix:
             rows.shape[0], *dense.shape)
         indptr = xp.zeros(dense.shape[0] + 1, dtype=idx)
         xp.cumsum(xp.bincount(rows, minlength=dense.shape[0]), out=indptr[1:])
-        return cls(xp.ascontiguousarray(dense[rows, cols]), cols.astype(idx), indptr, dense.shape)
+        return cls.adopt(xp.ascontiguousarray(dense[rows, cols]), cols.astype(idx), indptr,
+                         dense.shape, valid=True)
 
     def toarray(self):
         """Return the dense equivalent (tests and small examples only)."""
@@ -326,8 +512,9 @@ class CSRMatrix:
         return out
 
     def copy(self):
-        """Return a deep copy (the transpose cache is not shared)."""
-        return CSRMatrix(self.data.copy(), self.indices.copy(), self.indptr.copy(), self.shape)
+        """Return a deep copy (the transpose cache is not shared; the validation is)."""
+        return CSRMatrix.adopt(self.data.copy(), self.indices.copy(), self.indptr.copy(),
+                               self.shape, valid=self._valid)
 
     def astype(self, dtype=None, index_dtype=None):
         """Return a copy with other value and/or index dtypes."""
@@ -335,23 +522,25 @@ class CSRMatrix:
         indices, indptr = self.indices, self.indptr
         if index_dtype is not None:
             indices, indptr = indices.astype(index_dtype), indptr.astype(index_dtype)
-        return CSRMatrix(data.copy() if data is self.data else data,
-                         indices.copy() if indices is self.indices else indices,
-                         indptr.copy() if indptr is self.indptr else indptr, self.shape)
+        return CSRMatrix.adopt(data.copy() if data is self.data else data,
+                               indices.copy() if indices is self.indices else indices,
+                               indptr.copy() if indptr is self.indptr else indptr, self.shape,
+                               valid=self._valid)
 
     def to_device(self, device):
         """Return a copy on ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy)."""
         if device == "cpu":
             if self.xp is np:
                 return self
-            return CSRMatrix(self.data.get(), self.indices.get(), self.indptr.get(), self.shape)
+            return CSRMatrix.adopt(self.data.get(), self.indices.get(), self.indptr.get(),
+                                   self.shape, valid=self._valid)
         if device in ("cuda", "gpu"):
             import cupy
 
             if self.xp is cupy:
                 return self
-            return CSRMatrix(cupy.asarray(self.data), cupy.asarray(self.indices),
-                             cupy.asarray(self.indptr), self.shape)
+            return CSRMatrix.adopt(cupy.asarray(self.data), cupy.asarray(self.indices),
+                                   cupy.asarray(self.indptr), self.shape, valid=self._valid)
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
     # -------------------------------------------------------------- factories
@@ -395,6 +584,8 @@ class CSRMatrix:
             nnz = int(round(float(density) * total))
         if not 0 <= nnz <= total:
             raise ValueError(f"nnz must be in [0, {total}], got {nnz}")
+        # keys, rows, columns and values: about 32 bytes per connection while drawing
+        check_allocation(32 * nnz, f"CSRMatrix.random with nnz={nnz}")
         keys = sample_positions(rng, total, nnz)  # sorted unique linear keys
         idx = np.dtype(index_dtype) if index_dtype is not None else get_index_dtype(
             nnz, n_out, n_in)
@@ -412,7 +603,8 @@ class CSRMatrix:
             data = np.ones(nnz)
         else:
             raise ValueError(f"values must be 'uniform', 'normal', 'ones' or callable, got {values!r}")
-        return cls(np.ascontiguousarray(data, dtype=dtype), cols, indptr, (n_out, n_in))
+        return cls.adopt(np.ascontiguousarray(data, dtype=dtype), cols, indptr, (n_out, n_in),
+                         valid=True)
 
 
 def _build_transpose(W):

@@ -7,9 +7,11 @@ import pytest
 import ctre_sparse._random
 import ctre_sparse.ops
 import ctre_sparse.sparse
+import ctre_sparse.validation
 
 
-@pytest.mark.parametrize("module", [ctre_sparse.sparse, ctre_sparse.ops, ctre_sparse._random],
+@pytest.mark.parametrize("module", [ctre_sparse.sparse, ctre_sparse.ops, ctre_sparse._random,
+                                    ctre_sparse.validation],
                          ids=lambda m: m.__name__)
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS,

@@ -179,8 +179,16 @@ def test_cheap_check_violations(args, match):
 
 
 def test_check_format_on_edited_matrix():
-    W = _W()
-    W.indices[1] = 9  # edited in place out of range
+    W = _W()  # validated: its index arrays are read-only, its values are not
+    with pytest.raises(ValueError, match="read-only"):
+        W.indices[1] = 9
+    with pytest.raises(ValueError, match="read-only"):
+        W.indptr[1] = 9
+    W.data[1] = 7.0
+    # an unvalidated matrix may be edited in place; the check then sees the edit
+    indices = np.array([0, 2, 1, 3], dtype=I32)
+    W = CSRMatrix(W.data, indices, W.indptr.copy(), W.shape)
+    indices[1] = 9
     with pytest.raises(ValueError, match="column indices must lie in \\[0, 4\\)"):
         W.check_format(full_check=True)
 

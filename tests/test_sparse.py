@@ -91,9 +91,13 @@ def test_from_scipy_shares_memory_when_canonical(dtype, index_dtype):
     m.indptr = m.indptr.astype(index_dtype)
     assert m.has_canonical_format
     W = CSRMatrix.from_scipy(m, full_check=True)
-    assert np.shares_memory(W.data, m.data)
-    assert np.shares_memory(W.indices, m.indices)
-    assert np.shares_memory(W.indptr, m.indptr)
+    assert W.data is m.data  # positions in W.data are positions in m.data
+    # the validated structure is a private read-only copy; the caller's arrays stay writeable
+    assert not np.shares_memory(W.indices, m.indices) and not W.indices.flags.writeable
+    assert not np.shares_memory(W.indptr, m.indptr) and not W.indptr.flags.writeable
+    assert m.indices.flags.writeable and m.indptr.flags.writeable
+    np.testing.assert_array_equal(W.indices, m.indices)
+    np.testing.assert_array_equal(W.indptr, m.indptr)
     assert W.index_dtype == index_dtype and W.dtype == dtype
     np.testing.assert_array_equal(W.toarray(), m.toarray())
 
@@ -115,35 +119,58 @@ def test_from_scipy_csr_array_is_accepted():
     assert np.shares_memory(W.data, m.data)
 
 
-def test_from_scipy_unsorted_input_gets_canonical_copy():
+def test_from_scipy_unsorted_input_is_refused_or_canonicalised_in_place():
     data = np.array([2.0, 1.0, 4.0, 3.0])
     indices = np.array([2, 0, 3, 1], dtype=np.int32)
     indptr = np.array([0, 2, 2, 4], dtype=np.int32)
     m = sp.csr_matrix((data.copy(), indices.copy(), indptr.copy()), shape=(3, 4))
-    assert not m.has_canonical_format
-    W = CSRMatrix.from_scipy(m, full_check=True)
-    np.testing.assert_array_equal(W.indices, [0, 2, 1, 3])
-    np.testing.assert_array_equal(W.data, [1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_array_equal(W.toarray(), HAND_DENSE)
-    assert not np.shares_memory(W.indices, m.indices)
-    # the caller's matrix is left as it was
-    np.testing.assert_array_equal(m.indices, indices)
+    # no hidden sorted copy whose positions the caller cannot see: refused...
+    with pytest.raises(ValueError, match="unsorted index 0 at position 1.*canonicalize=True"):
+        CSRMatrix.from_scipy(m)
+    np.testing.assert_array_equal(m.indices, indices)  # the refused matrix is left as it was
     np.testing.assert_array_equal(m.data, data)
+    # ...or sorted in the caller's own matrix, so that W.data is m.data
+    W = CSRMatrix.from_scipy(m, canonicalize=True, full_check=True)
+    np.testing.assert_array_equal(m.indices, [0, 2, 1, 3])
+    np.testing.assert_array_equal(m.data, [1.0, 2.0, 3.0, 4.0])
+    assert W.data is m.data
+    np.testing.assert_array_equal(W.toarray(), HAND_DENSE)
 
 
-def test_from_scipy_duplicates_are_summed_in_a_copy():
+def test_from_scipy_duplicates_are_refused_or_summed_in_place():
     data = np.array([1.0, 5.0, 2.0, 3.0, 4.0])
     indices = np.array([0, 0, 2, 1, 3], dtype=np.int32)   # (0, 0) twice: 1 + 5
     indptr = np.array([0, 3, 3, 5], dtype=np.int32)
     m = sp.csr_matrix((data.copy(), indices.copy(), indptr.copy()), shape=(3, 4))
-    W = CSRMatrix.from_scipy(m, full_check=True)
-    assert W.nnz == 4
+    with pytest.raises(ValueError, match="duplicate index 0 at position 1"):
+        CSRMatrix.from_scipy(m)
+    assert m.nnz == 5
+    W = CSRMatrix.from_scipy(m, canonicalize=True, full_check=True)
+    assert W.nnz == m.nnz == 4 and W.data is m.data
     expected = HAND_DENSE.copy()
     expected[0, 0] = 6.0
     np.testing.assert_array_equal(W.toarray(), expected)
-    np.testing.assert_array_equal(m.data, data)
-    np.testing.assert_array_equal(m.indices, indices)
-    assert m.nnz == 5
+    np.testing.assert_array_equal(m.toarray(), expected)
+
+
+def test_from_scipy_malformed_structure_is_refused_before_scipy_reads_it():
+    m = sp.csr_matrix(HAND_DENSE)
+    m.indptr = np.array([0, 2, 9, 4], dtype=m.indptr.dtype)  # scipy's own C code would read past
+    with pytest.raises(ValueError, match="indptr must be non-decreasing"):
+        CSRMatrix.from_scipy(m, canonicalize=True)
+
+
+def test_from_scipy_other_formats_are_bounds_checked_before_conversion():
+    c = sp.csc_matrix(HAND_DENSE)
+    c.indices = c.indices.copy()
+    c.indices[0] = 7
+    with pytest.raises(ValueError, match="column indices must lie in \\[0, 3\\)"):
+        CSRMatrix.from_scipy(c)
+    o = sp.coo_matrix(HAND_DENSE)
+    o.col = o.col.copy()
+    o.col[1] = -3
+    with pytest.raises(ValueError, match="COO col indices must lie in \\[0, 4\\)"):
+        CSRMatrix.from_scipy(o)
 
 
 @pytest.mark.parametrize("fmt", ["csc", "coo"])

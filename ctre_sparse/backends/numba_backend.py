@@ -59,25 +59,41 @@ def _i64(a):
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def _ro(*arrays):
+    """Read-only views of the kernel's inputs.
+
+    numba compiles one specialization per argument type, and read-only is
+    part of the type: a validated matrix's index arrays are read-only
+    (:meth:`CSRMatrix.validate`), so passing every input read-only keeps one
+    compiled kernel per dtype instead of two.
+    """
+    views = []
+    for a in arrays:
+        v = a.view()
+        v.flags.writeable = False
+        views.append(v)
+    return views
+
+
 # ------------------------------------------------------------------ products
 def spmm(indptr, indices, data, X, out):
     """``out[n_out, batch] = W @ X``; see the reference contract. O(nnz * batch)."""
-    _k.spmm(indptr, indices, data, X, out)
+    _k.spmm(*_ro(indptr, indices, data, X), out)
 
 
 def spmm_t(t_indptr, t_indices, t_perm, data, G, out):
     """``out[n_in, batch] = W.T @ G`` from the cached transpose (no atomics)."""
-    _k.spmm_t(t_indptr, t_indices, t_perm, data, G, out)
+    _k.spmm_t(*_ro(t_indptr, t_indices, t_perm, data, G), out)
 
 
 def sddmm(indptr, indices, G, X, out):
     """``out[p] = dot(G[row(p)], X[indices[p]])`` for every stored entry p."""
-    _k.sddmm(indptr, indices, G, X, out)
+    _k.sddmm(*_ro(indptr, indices, G, X), out)
 
 
 def cosine_pairs(A, B, rows, cols, out):
     """``out[k] = |cos(A[rows[k]], B[cols[k]])|``, 0 where a norm is 0."""
-    _k.cosine_pairs(A, B, _i64(rows), _i64(cols), out)
+    _k.cosine_pairs(*_ro(A, B, _i64(rows), _i64(cols)), out)
 
 
 # ------------------------------------------------------------------ top-k
@@ -102,7 +118,7 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
         return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, A.dtype))
     An, Bn = normalize_rows(A), normalize_rows(B)
     AnT = An.T
-    indptr, indices = _i64(indptr), _i64(indices)
+    indptr, indices = _ro(_i64(indptr), _i64(indices))
     block_rows = max(1, int(block_rows))
     n_chunks = max(1, min(get_num_threads(), n_out))
     bs, bk = _topk_buffers(cap, n_chunks, n_out, n_in, block_rows, A.dtype)
@@ -172,7 +188,7 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
     out_indices = np.empty(nnz + m, dtype=indices.dtype)
     old_pos = np.empty(nnz, dtype=np.int64)
     new_pos = np.empty(m, dtype=np.int64)
-    _k.insert_merge(indptr, indices, new_ptr, perm, cols64, out_indices, old_pos, new_pos)
+    _k.insert_merge(*_ro(indptr, indices), new_ptr, perm, cols64, out_indices, old_pos, new_pos)
     out_data = np.empty(nnz + m, dtype=data.dtype)
     out_data[old_pos] = data
     out_data[new_pos] = values.astype(data.dtype, copy=False)
