@@ -9,6 +9,12 @@ NumPy (BLAS) product of the unit-normalised rows, exactly as the reference
 does, and merges it into the streaming top-k natively (masking, threshold
 filter, partial sort), so it returns exactly the reference's answer.
 
+The training-step kernels (``gather_columns``, ``bias_activation``,
+``activation_backward``, ``sgd_update``) are the numba backend's: they are
+memory-bound element-wise passes that numba's parallel loops already run at
+the speed of memory (docs/architecture.md), so a C++ copy would add code,
+not speed.
+
 The module imports even when the extension is missing; :func:`unavailable_reason`
 then says why, and the registry falls back to numba.
 
@@ -27,6 +33,11 @@ import threading
 import numpy as np
 
 from .reference import normalize_rows
+
+try:  # the training-step kernels are numba's (see the module notes)
+    from .numba_backend import activation_backward, bias_activation, gather_columns, sgd_update
+except ImportError:  # pragma: no cover - numba is a core dependency
+    from .reference import activation_backward, bias_activation, gather_columns, sgd_update
 
 NAME = "native"
 logger = logging.getLogger(__name__)
@@ -63,7 +74,8 @@ else:
                  _native.get_num_threads())
 
 __all__ = ["unavailable_reason", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
-           "prune_magnitude", "insert", "get_num_threads", "set_num_threads", "isa"]
+           "prune_magnitude", "insert", "gather_columns", "bias_activation",
+           "activation_backward", "sgd_update", "get_num_threads", "set_num_threads", "isa"]
 
 
 def unavailable_reason():

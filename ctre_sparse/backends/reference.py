@@ -27,6 +27,26 @@ Kernel contract (shared by every backend; ``I`` = index dtype, ``F`` = value dty
     ``rows[m], cols[m]`` valid, distinct and absent from the pattern (the op layer
     checks). Returns ``(indptr, indices, data, old_pos, new_pos)``: the merged CSR
     (rows sorted), where each old entry and each inserted entry now sits.
+
+The training-step kernels (element-wise; every backend computes each element
+with the same arithmetic as here, so the CPU backends agree bit for bit):
+
+``gather_columns(X, idx, out)``
+    ``X[n, n_samples]`` (C or F order), ``idx[m]`` (any int dtype, in range);
+    ``out[n, m]`` (C order) overwritten with ``X[:, idx]``. O(n * m).
+``bias_activation(Y, b, slope, Z, A)``
+    ``Y[n, m]``, ``b[n]``; ``Z[n, m]`` (may be ``Y``) overwritten with
+    ``Y + b[:, None]`` and ``A[n, m]`` (not ``Z``) with ``max(Z * slope, Z)``,
+    the left-slope ReLU for ``|slope| <= 1`` (``slope`` a Python float, used
+    as a scalar of the arrays' dtype).
+``activation_backward(Z, G, slope, out)``
+    ``out[n, m]`` (may be ``G``) overwritten with ``G * f'(Z)``: ``G * (Z > 0)``
+    for slope 0, else ``G * ((Z > 0) * (1 - slope) + slope)`` with ``1 - slope``
+    computed in float64 and rounded to the dtype.
+``sgd_update(w, g, v, lr, mu, decay, nesterov)``
+    ``w[n], g[n], v[n]`` in place, scalars of their dtype: ``gi = g + decay * w``,
+    ``vi = mu * v + gi``, ``step = lr * (gi + mu * vi if nesterov else vi)``;
+    then ``w -= step``, ``g = step`` and, when ``mu != 0``, ``v = vi``.
 """
 
 from __future__ import annotations
@@ -162,3 +182,35 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
     out_data = np.concatenate([data, values.astype(data.dtype)])[order]
     n_old = old_keys.shape[0]
     return out_indptr, out_indices, out_data, where[:n_old], where[n_old:]
+
+
+# ------------------------------------------------------------------ training step
+def gather_columns(X, idx, out):
+    np.take(X, idx, axis=1, out=out)
+
+
+def bias_activation(Y, b, slope, Z, A):
+    np.add(Y, b[:, None], out=Z)
+    np.multiply(Z, Z.dtype.type(slope), out=A)
+    np.maximum(A, Z, out=A)
+
+
+def activation_backward(Z, G, slope, out):
+    if slope == 0:
+        np.multiply(G, Z > 0, out=out)
+        return
+    t = G.dtype.type
+    factor = np.greater(Z, 0).astype(G.dtype)
+    factor *= t(1.0 - slope)
+    factor += t(slope)
+    np.multiply(G, factor, out=out)
+
+
+def sgd_update(w, g, v, lr, mu, decay, nesterov):
+    gi = g + decay * w
+    vi = mu * v + gi
+    step = lr * (gi + mu * vi) if nesterov else lr * vi
+    if mu != 0:
+        v[...] = vi
+    g[...] = step
+    w -= step
