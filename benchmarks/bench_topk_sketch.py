@@ -7,7 +7,7 @@ the layer's input (the raw 784 features for n_in = 784, else a ReLU hidden
 layer), the output side B = ReLU(W @ A), and W is the exclusion pattern, as in
 one CTRE growth step. k = zeta * nnz(W). The exact
 :func:`ctre_sparse.ops.topk_cosine` and
-:func:`ctre_sparse.approx.topk_cosine_sketch` for every (dim, oversample) run
+:func:`ctre_sparse.cosine_sketch.topk_cosine_sketch` for every (dim, oversample) run
 interleaved in one process, ``--repeats`` rounds; times are medians. Recall@k =
 |sketch set & exact set| / k, mass = sum(sketch scores) / sum(exact scores).
 
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ctre_sparse.approx import topk_cosine_sketch, topk_recall
+from ctre_sparse.cosine_sketch import topk_cosine_sketch, topk_recall
 from ctre_sparse.bench.machine import machine_block
 from ctre_sparse.bench.training import make_data
 from ctre_sparse.backends import select_backend

@@ -20,7 +20,7 @@ import numpy as np
 
 import ctre_sparse.ops as ops
 from ctre_sparse import CTREClassifier
-from ctre_sparse.approx import topk_cosine_sketch, topk_recall
+from ctre_sparse.cosine_sketch import topk_cosine_sketch, topk_recall
 from ctre_sparse.bench.machine import machine_block
 from ctre_sparse.datasets import load_digits, standardize
 

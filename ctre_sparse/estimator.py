@@ -100,12 +100,12 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         connection exactly. An int >= 1: in layers of at least 4096 x 4096
         positions (``n_out * n_in >= 4096 * 4096``) the cosine picks of
         ``"cosine"``, ``"ctre_seq"`` and ``"ctre_sim"`` come from
-        :func:`ctre_sparse.approx.topk_cosine_sketch` with this sketch
+        :func:`ctre_sparse.cosine_sketch.topk_cosine_sketch` with this sketch
         dimension (random-projection candidates, re-scored exactly):
         faster there, but some of the exact top pairs are missed; smaller
         layers stay exact. The projections are drawn from the topology's
         random stream. Measured trade-off and a starting point (128) in
-        docs/approx.md.
+        docs/cosine_sketch.md.
     cosine_approx_oversample : int, default 4
         Sketched candidates re-scored exactly per grown connection (higher:
         more of the exact top pairs found, slower). Used only with
@@ -202,7 +202,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
-    def _to_fm(self, X):
+    def _feature_major(self, X):
         """Sample-major (n, d) -> feature-major (d, n): the transpose of a C-ordered copy.
 
         The result is F-ordered; the training core gathers each mini-batch as
@@ -232,7 +232,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         """
         SparseMLP, SGD, TopologyUpdater, training = _core()
         if self.device == "cuda":
-            from ._device import require_cuda
+            from .device import require_cuda
 
             require_cuda("CTREClassifier(device='cuda')")
         seeds = np.random.SeedSequence(entropy).spawn(3)
@@ -245,7 +245,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         if self.device == "cuda":
             model.to_device("cuda")     # the Trainer moves the optimizer state along
         optimizer = SGD(learning_rate=float(self.learning_rate), momentum=float(self.momentum),
-                        nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay))
+                        nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay),
+                        backend=self.backend)
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
         updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
                                   cosine_samples=cosine_samples, patience=int(self.patience),
@@ -363,9 +364,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, X, codes, val_idx, epochs, callbacks, final):
         train_mask = np.ones(X.shape[0], dtype=bool)
         train_mask[val_idx] = False
-        X_fm = self._to_fm(X[train_mask])
+        X_fm = self._feature_major(X[train_mask])
         y_tr = codes[train_mask]
-        X_val_fm = self._to_fm(X[val_idx]) if val_idx.size else None
+        X_val_fm = self._feature_major(X[val_idx]) if val_idx.size else None
         y_val = codes[val_idx] if val_idx.size else None
         self._trainer.batch_size = min(int(self.batch_size), int(y_tr.shape[0]))
         try:
@@ -427,7 +428,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         out = np.empty((X.shape[0], len(self.classes_)), dtype=np.dtype(self.dtype))
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             stop = min(start + _PREDICT_CHUNK, X.shape[0])
-            proba = model.predict_proba(self._to_fm(X[start:stop]))
+            proba = model.predict_proba(self._feature_major(X[start:stop]))
             out[start:stop] = np.asarray(_host(proba)).T
         return out
 
@@ -539,7 +540,7 @@ def _host(arr):
 
 def _load_device(params, device, path):
     """Saved parameters with ``device`` (and a GPU-only ``backend``) fitted to this machine."""
-    from ._device import check_device
+    from .device import check_device
     from .backends import backend_status
 
     if device is not None:

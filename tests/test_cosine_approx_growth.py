@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 
-from ctre_sparse import approx, ops
+from ctre_sparse import cosine_sketch, ops
 from ctre_sparse.nn import SGD, SparseMLP
 from ctre_sparse.topology import TopologyUpdater, pattern_keys
 from ctre_sparse.training import Trainer
@@ -26,13 +26,13 @@ def data():
 @pytest.fixture
 def spy(monkeypatch):
     """Record the ``(n_out, n_in)`` of every topk_cosine_sketch call (and run the real one)."""
-    calls, real = [], approx.topk_cosine_sketch
+    calls, real = [], cosine_sketch.topk_cosine_sketch
 
     def wrapped(A, B, k, **kw):
         calls.append((B.shape[0], A.shape[0], kw["dim"], kw["oversample"]))
         return real(A, B, k, **kw)
 
-    monkeypatch.setattr(approx, "topk_cosine_sketch", wrapped)
+    monkeypatch.setattr(cosine_sketch, "topk_cosine_sketch", wrapped)
     return calls
 
 

@@ -114,12 +114,8 @@ class OpProfiler:
         prof.patch(model, "forward", "forward glue (buffers, dropout)")
         prof.patch(model, "backward", "backward glue (loss value)")
         for act in {id(a): a for a in model.hidden_activations}.values():
-            prof.patch(act, "forward", "activation forward")
+            prof.patch(act, "forward_with_bias", "bias add + activation forward")
             prof.patch(act, "backward", "activation backward")
-        from ..nn import _cpu_kernels  # the fused CPU glue the model calls by module attribute
-        if _cpu_kernels.AVAILABLE:
-            prof.patch(_cpu_kernels, "bias_left_relu_forward", "bias add + activation forward")
-            prof.patch(_cpu_kernels, "left_relu_backward", "activation backward")
         prof.patch(trainer.optimizer, "step", "SGD update")
         prof.patch(trainer, "_batch", "batch gather")
         prof.patch(trainer, "_train_batches", "loop glue (order, argmax, finite checks)")

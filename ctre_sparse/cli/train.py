@@ -125,7 +125,7 @@ def register(subparsers):
                    help="training samples feeding the cosine similarity (default: all)")
     p.add_argument("--cosine-approx-dim", type=int, default=d["cosine_approx_dim"], metavar="N",
                    help="approximate cosine growth (sketch dimension N) in layers of at least "
-                        "4096 x 4096 positions; smaller layers stay exact; see docs/approx.md "
+                        "4096 x 4096 positions; smaller layers stay exact; see docs/cosine_sketch.md "
                         "(default: off, exact everywhere)")
     p.add_argument("--cosine-approx-oversample", type=int,
                    default=d["cosine_approx_oversample"], metavar="M",

@@ -10,7 +10,7 @@ weights and the optimizer remap are the updater's job
 ``"cosine"``
     The ``n`` absent connections with the largest ``|cos|`` between the
     activations of their two neurons (:func:`~ctre_sparse.ops.topk_cosine`;
-    :func:`~ctre_sparse.approx.topk_cosine_sketch` instead when the
+    :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch` instead when the
     context's ``cosine_approx_dim`` is set).
 ``"ctre_seq"`` (Atashgahi et al. 2022)
     Cosine until the monitored validation accuracy has not improved for
@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import approx, ops
-from .._device import to_host
-from ..sparse import array_module
+from .. import cosine_sketch, ops
+from ..device import array_module, to_host
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +64,10 @@ def _in_set(keys, sorted_ref, total):
     Binary searches of unsorted keys miss the cache at every step: for
     12,000 keys against 12,000 that is ~1 ms, the table ~0.05 ms.
     """
-    if array_module(keys) is not np or total > TABLE_POSITIONS:
+    if total > TABLE_POSITIONS:
         return _in_sorted(keys, sorted_ref)
-    table = np.zeros(total, dtype=bool)
+    xp = array_module(keys)
+    table = xp.zeros(total, dtype=bool)
     table[sorted_ref] = True
     return table[keys]
 
@@ -79,8 +79,6 @@ def _in_excluded(draw, exclude):
     mask comes back, never the O(nnz) keys.
     """
     xp = array_module(exclude)
-    if xp is np:
-        return _in_sorted(draw, exclude)
     return to_host(_in_sorted(xp.asarray(draw), exclude))
 
 
@@ -183,11 +181,11 @@ class GrowthContext:
         Memory budget of one block in :func:`~ctre_sparse.ops.topk_cosine`.
     cosine_approx_dim : int or None
         None: the cosine picks are exact (:func:`~ctre_sparse.ops.topk_cosine`).
-        An int: they come from :func:`~ctre_sparse.approx.topk_cosine_sketch`
+        An int: they come from :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch`
         with this sketch dimension (its default ``rank``), the projection
         drawn from the ``rng`` passed to :meth:`GrowthStrategy.choose`.
     cosine_approx_oversample : int
-        ``oversample`` of :func:`~ctre_sparse.approx.topk_cosine_sketch`.
+        ``oversample`` of :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch`.
     """
 
     layer_index: int
@@ -271,7 +269,7 @@ class CosineGrowth(GrowthStrategy):
             rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
                                             block_bytes=ctx.block_bytes, backend=ctx.backend)
         else:  # the sketch's own block default (it grows with the candidates)
-            rows, cols, _ = approx.topk_cosine_sketch(
+            rows, cols, _ = cosine_sketch.topk_cosine_sketch(
                 ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim,
                 oversample=ctx.cosine_approx_oversample, random_state=rng,
                 backend=ctx.backend)
