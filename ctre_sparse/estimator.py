@@ -12,7 +12,6 @@ layers), except ``max_epochs`` (100 here, 500 there).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import numbers
 import sys
@@ -25,7 +24,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
-from ._params import check_params, hidden_sizes
+from ._estimator_state import (check_resumable, fingerprint, host_csr, params_for_this_machine,
+                               plain, storable_classes)
+from ._params import check_params, hidden_sizes, params_json
+from ._version import __version__
+from .device import to_host
 
 logger = logging.getLogger(__name__)
 
@@ -324,14 +327,14 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         codes = self._encode(y)
         checkpoint = self._resume_path(resume) if not incremental else None
         if checkpoint is not None:
-            self._restore(persistence.read_npz(checkpoint), X, codes, source=checkpoint)
+            self._set_state(persistence.read_state(checkpoint), X, codes, source=checkpoint)
         elif first:
             entropy = self._seed_sequence()
             split_seed = self._build(X.shape[1], len(self.classes_), entropy)
             self._entropy = entropy
             self._val_idx = (np.zeros(0, np.int64) if incremental
                              else self._split_validation(codes, split_seed))
-            self._fingerprint = None if incremental else _fingerprint(X, codes, self.dtype)
+            self._fingerprint = None if incremental else fingerprint(X, codes, self.dtype)
             self.history_ = []
             self.n_iter_ = 0
         epochs = 1 if incremental else self.max_epochs - self.n_iter_
@@ -393,7 +396,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             kept = (f"; the last good checkpoint {ckpt} is kept" if ckpt is not None
                     and ckpt.exists() else "")
             raise training.TrainingDivergedError(f"{exc}{kept}") from exc
-        record = {k: _plain(v) for k, v in dict(record).items()}
+        record = {k: plain(v) for k, v in dict(record).items()}
         self.n_iter_ += 1
         record["epoch"] = self.n_iter_
         self.history_.append(record)
@@ -429,7 +432,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             stop = min(start + _PREDICT_CHUNK, X.shape[0])
             proba = model.predict_proba(self._feature_major(X[start:stop]))
-            out[start:stop] = np.asarray(_host(proba)).T
+            out[start:stop] = np.asarray(to_host(proba)).T
         return out
 
     def predict(self, X):
@@ -447,18 +450,18 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     @property
     def coefs_(self):
         """Weights per layer as scipy CSR of shape (n_in, n_out) (copies)."""
-        return [_host_csr(layer.W).T.tocsr() for layer in self._layers()]
+        return [host_csr(layer.W).T.tocsr() for layer in self._layers()]
 
     @property
     def intercepts_(self):
         """Biases per layer, shape (n_out,) (copies)."""
-        return [np.array(_host(layer.b)) for layer in self._layers()]
+        return [np.array(to_host(layer.b)) for layer in self._layers()]
 
     @property
     def feature_importances_(self):
         """Share of the input layer's connections per input feature."""
         W = self._layers()[0].W
-        counts = np.bincount(np.asarray(_host(W.indices)), minlength=W.n_in).astype(np.float64)
+        counts = np.bincount(np.asarray(to_host(W.indices)), minlength=W.n_in).astype(np.float64)
         total = counts.sum()
         return counts / total if total else counts
 
@@ -492,13 +495,12 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             a model saved with ``device="cuda"`` loads on the CPU (with a
             warning) where the CUDA backend is unavailable.
         """
-        members = persistence.read_npz(path)
-        meta = persistence.read_json_member(members, "meta_json")
-        params = _load_device(dict(meta["params"]), device, path)
+        state = persistence.read_state(path)
+        params = params_for_this_machine(dict(state["meta"]["params"]), device, path)
         params["dtype"] = np.dtype(params["dtype"]).type
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         est = cls(**params)
-        est._restore(members, None, None, source=path)
+        est._set_state(state, source=path)
         return est
 
     def _checkpoint_path(self):
@@ -518,57 +520,56 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return Path(resume)
 
     def _write(self, path):
-        return persistence.atomic_savez(path, persistence.dump_members(self))
+        return persistence.write_state(path, self._get_state())
 
-    def _restore(self, members, X, codes, *, source):
-        persistence.restore_members(self, members, X, codes, source=source)
+    def _get_state(self):
+        """The fitted state, as :mod:`ctre_sparse.persistence` writes it.
 
+        ``{"meta", "history", "arrays", "tree"}``: JSON-able metadata (the
+        parameters, feature and epoch counts, the seed in use, the data
+        fingerprint), the epoch records, named host arrays (classes, the
+        validation split, feature names, every layer's CSR arrays and bias)
+        and the training core's state (``Trainer.state_dict()``).
+        """
+        trainer = self._trainer
+        meta = {"ctre_sparse_version": __version__, "params": params_json(self),
+                "n_features_in": int(self.n_features_in_), "n_iter": int(self.n_iter_),
+                "n_layers": len(trainer.model.layers), "entropy": int(self._entropy),
+                "fingerprint": self._fingerprint}
+        arrays = {"classes": storable_classes(self.classes_),
+                  "validation_indices": np.asarray(self._val_idx, dtype=np.int64)}
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in"] = np.asarray(self.feature_names_in_).astype(str)
+        for i, layer in enumerate(trainer.model.layers):
+            W = layer.W
+            for name, arr in (("indptr", W.indptr), ("indices", W.indices), ("data", W.data),
+                              ("bias", layer.b)):
+                arrays[f"layers/{i}/{name}"] = np.ascontiguousarray(to_host(arr))
+            arrays[f"layers/{i}/shape"] = np.array(W.shape, dtype=np.int64)
+        return {"meta": meta, "history": list(self.history_), "arrays": arrays,
+                "tree": trainer.state_dict()}
 
-def _fingerprint(X, codes, dtype):
-    """SHA-256 of the training data as the model sees it (``dtype``) and the class codes."""
-    X = np.ascontiguousarray(X, dtype=np.dtype(dtype))
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    digest = hashlib.sha256(f"{X.shape}|{X.dtype.name}|".encode())
-    digest.update(X.reshape(-1).view(np.uint8))      # a view: no bytes copy of X
-    digest.update(codes.view(np.uint8))
-    return digest.hexdigest()
+    def _set_state(self, state, X=None, codes=None, *, source="<memory>"):
+        """Rebuild the fitted state from :meth:`_get_state`'s dict (e.g. read from a file).
 
-
-def _host(arr):
-    return arr.get() if type(arr).__module__.startswith("cupy") else arr
-
-
-def _load_device(params, device, path):
-    """Saved parameters with ``device`` (and a GPU-only ``backend``) fitted to this machine."""
-    from .device import check_device
-    from .backends import backend_status
-
-    if device is not None:
-        params["device"] = check_device(device)
-    elif params.get("device") == "cuda" and backend_status()["cuda"] is not None:
-        logger.warning("%s was trained with device='cuda', unavailable here (%s); loading it on "
-                       "the CPU", path, backend_status()["cuda"])
-        params["device"] = "cpu"
-    if params.get("device") == "cpu" and params.get("backend") == "cuda":
-        params["backend"] = "auto"
-    return params
-
-
-def _host_csr(W):
-    import scipy.sparse as sp
-
-    return sp.csr_matrix((np.array(_host(W.data)), np.array(_host(W.indices)),
-                          np.array(_host(W.indptr))), shape=W.shape)
-
-
-def _plain(value):
-    """JSON-friendly scalar (history records are saved as JSON)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        With ``X`` and ``codes`` (resuming ``fit``), the parameters, features,
+        classes and data fingerprint are first checked against the state;
+        without, the classes and features are taken from it.
+        """
+        meta, arrays = state["meta"], state["arrays"]
+        if X is not None:
+            check_resumable(state, params=params_json(self), classes=self.classes_, X=X,
+                            codes=codes, dtype=self.dtype, source=source)
+        else:
+            self.classes_ = arrays["classes"]
+            self.n_features_in_ = int(meta["n_features_in"])
+            if "feature_names_in" in arrays:
+                self.feature_names_in_ = arrays["feature_names_in"].astype(object)
+        self._build(self.n_features_in_, len(self.classes_), meta["entropy"])
+        self._trainer.load_state_dict(state["tree"])
+        self._entropy = int(meta["entropy"])
+        self._fingerprint = meta["fingerprint"]
+        self._val_idx = np.asarray(arrays["validation_indices"], dtype=np.int64)
+        self.n_iter_ = int(meta["n_iter"])
+        self.history_ = list(state["history"])
+        logger.info("restored %s at epoch %d", source, self.n_iter_)

@@ -197,7 +197,7 @@ def make_operands(case, dtype, seed, device="cpu", W=None):
 def reference_result(op, operands):
     """The reference backend's answer (NumPy), the oracle every competitor must match."""
     W = operands.W.to_device("cpu")
-    X, G = (harness._as_numpy(a) for a in (operands.X, operands.G))
+    X, G = (harness.as_numpy(a) for a in (operands.X, operands.G))
     if op == "spmm":
         return ops.spmm(W, X, backend="reference")
     if op == "spmm_t":

@@ -179,7 +179,7 @@ def _summary(clf, ds, seconds, test_accuracy):
 
 def _write_outputs(clf, ds, out, summary):
     from ..plots import plot_input_connectivity, plot_learning_curves
-    from ..persistence import params_json
+    from .._params import params_json
 
     doc = dict(summary, params=params_json(clf), history=clf.history_)
     (out / "history.json").write_text(json.dumps(doc, indent=1) + "\n")
