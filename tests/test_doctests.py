@@ -11,9 +11,11 @@ import ctre_sparse.nn.activations
 import ctre_sparse.ops
 import ctre_sparse.sparse
 import ctre_sparse.training_ops
+import ctre_sparse.tuning
 
 MODULES = [ctre_sparse.sparse, ctre_sparse.ops, ctre_sparse.training_ops, ctre_sparse.checks,
-           ctre_sparse.device, ctre_sparse.nn.activations, ctre_sparse._random]
+           ctre_sparse.device, ctre_sparse.nn.activations, ctre_sparse.tuning,
+           ctre_sparse._random]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
