@@ -214,14 +214,14 @@ def test_cli_train_flags(tmp_path):
 
 
 def test_bench_training_flag_recorded_and_reported():
-    from ctre_sparse.bench import training as tb
-    from ctre_sparse.cli import build_parser
+    import argparse
 
-    args = build_parser().parse_args(["bench", "training", "--cosine-approx-dim", "32"])
-    config = tb.config_from_args(args)
+    from benchmarks import training as tb
+
+    parser = tb.add_arguments(argparse.ArgumentParser())
+    config = tb.config_from_args(parser.parse_args(["--cosine-approx-dim", "32"]))
     assert (config.cosine_approx_dim, config.cosine_approx_oversample) == (32, 4)
-    assert tb.config_from_args(build_parser().parse_args(["bench", "training"])) \
-        .cosine_approx_dim is None
+    assert tb.config_from_args(parser.parse_args([])).cosine_approx_dim is None
     config = tb.TrainingBenchConfig(hidden=(16,), samples=200, batch=32, epochs=1,
                                     cosine_samples=64, threads=1, warmup=False, peer=False,
                                     cosine_approx_dim=32)

@@ -15,7 +15,7 @@ def collect_info():
     """Everything ``info`` reports, as a JSON-able dict."""
     from .. import tuning
     from ..backends import backend_status
-    from ..bench import machine
+    from .. import machine
 
     status = backend_status()
     return {

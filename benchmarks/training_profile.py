@@ -98,9 +98,9 @@ class OpProfiler:
     @classmethod
     def for_training(cls, trainer, clock=time.perf_counter):
         """A profiler wrapping everything one epoch of ``trainer`` calls."""
-        from .. import ops
-        from ..nn import layers, mlp
-        from ..sparse import CSRMatrix
+        from ctre_sparse import ops, training
+        from ctre_sparse.nn import layers, mlp
+        from ctre_sparse.sparse import CSRMatrix
 
         prof = cls(clock)
         model = trainer.model
@@ -117,8 +117,8 @@ class OpProfiler:
             prof.patch(act, "forward_with_bias", "bias add + activation forward")
             prof.patch(act, "backward", "activation backward")
         prof.patch(trainer.optimizer, "step", "SGD update")
-        prof.patch(trainer, "_batch", "batch gather")
-        prof.patch(trainer, "_train_batches", "loop glue (order, argmax, finite checks)")
+        prof.patch(training, "gather_columns", "batch gather")
+        prof.patch(trainer, "run_epoch", "epoch glue (order, argmax, finite checks, validation)")
         if trainer.updater is not None:
             prof.patch(trainer.updater, "update", "other (sampling, random picks, remap)",
                        phase="topology: ")
