@@ -31,7 +31,7 @@ def _cpuinfo_lines(path="/proc/cpuinfo"):
 
 
 def cpu_model(path="/proc/cpuinfo"):
-    """The CPU model name, from /proc/cpuinfo where it exists, else :mod:`platform`."""
+    """The CPU model name, from ``path`` (/proc/cpuinfo) where it exists, else :mod:`platform`."""
     for line in _cpuinfo_lines(path):
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
@@ -39,7 +39,7 @@ def cpu_model(path="/proc/cpuinfo"):
 
 
 def cpu_flags(path="/proc/cpuinfo"):
-    """The set of CPU feature flags of the first CPU (empty where /proc/cpuinfo is missing)."""
+    """The set of CPU feature flags of the first CPU in ``path`` (empty where it is missing)."""
     for line in _cpuinfo_lines(path):
         if line.startswith("flags") or line.startswith("Features"):
             return set(line.split(":", 1)[1].split())
@@ -47,7 +47,7 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 
 def isa_features(path="/proc/cpuinfo"):
-    """``{flag: bool}`` for the flags in :data:`KERNEL_ISA_FLAGS`, or None if unknown."""
+    """``{flag: bool}`` for the flags in :data:`KERNEL_ISA_FLAGS` (from ``path``), or None."""
     flags = cpu_flags(path)
     if not flags:
         return None
@@ -71,7 +71,7 @@ def _version(module_name):
 
 
 def library_versions(optional=("torch", "cupy", "matplotlib")):
-    """Versions of Python and the libraries the kernels and peers use (None: not importable)."""
+    """Versions of Python, the core libraries and the ``optional`` ones (None: not importable)."""
     from ._version import __version__
 
     versions = {"ctre_sparse": __version__, "python": platform.python_version()}

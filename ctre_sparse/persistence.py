@@ -168,7 +168,14 @@ def _hashable(key):
 
 
 def decode_state(text, arrays):
-    """Inverse of :func:`encode_state`: rebuild the tree from JSON and members."""
+    """Inverse of :func:`encode_state`: rebuild the tree from its JSON ``text`` and ``arrays``.
+
+    Parameters
+    ----------
+    text : str
+    arrays : dict of str to ndarray
+        The members the tree's ``{"__array__": name}`` entries point at.
+    """
     return _decode(json.loads(text), arrays)
 
 
@@ -292,10 +299,31 @@ def members_to_state(members):
 
 
 def write_state(path, state):
-    """Write a state dict to ``path`` (.npz), atomically (:func:`atomic_savez`); return the path."""
+    """Write a state dict to ``path`` (.npz), atomically (:func:`atomic_savez`).
+
+    Parameters
+    ----------
+    path : str or Path
+    state : dict
+        ``{"meta", "history", "arrays", "tree"}`` (see the module notes).
+
+    Returns
+    -------
+    Path
+    """
     return atomic_savez(path, state_to_members(state))
 
 
 def read_state(path):
-    """Read a state dict from a file written by :func:`write_state` (checks format and version)."""
+    """Read a state dict from a file written by :func:`write_state` (checks format and version).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    dict
+        ``{"meta", "history", "arrays", "tree"}``.
+    """
     return members_to_state(read_npz(path))

@@ -326,7 +326,17 @@ class CSRMatrix:
                          indptr.copy() if indptr is self.indptr else indptr, self.shape)
 
     def to_device(self, device):
-        """Return a copy on ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); ``self`` when it is there."""
+        """Return a copy on ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); ``self`` when it is there.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+            ``"gpu"`` is an alias of ``"cuda"``; anything else raises ValueError.
+
+        Returns
+        -------
+        CSRMatrix
+        """
         device = check_device(device)
         if device_of(self.data) == device:
             return self

@@ -115,7 +115,16 @@ class Trainer:
         optimizer.to_device(model.device)
 
     def to_device(self, device):
-        """Move the model and the optimizer state to ``"cpu"`` or ``"cuda"``; returns self."""
+        """Move the model and the optimizer state to ``"cpu"`` or ``"cuda"``.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        self
+        """
         self.model.to_device(device)
         self.optimizer.to_device(device)
         self.clear_device_cache()

@@ -125,6 +125,7 @@ class LeftSlopeReLU(Activation):
         self.slope = slope
 
     def forward(self, Z, out=None):
+        """``max(Z, slope * Z)`` as two array passes (into ``out``, which may be ``Z``)."""
         if out is Z:  # in place: keep a copy of Z for the max
             Z = Z.copy()
         xp = self.xp
@@ -132,10 +133,14 @@ class LeftSlopeReLU(Activation):
         return xp.maximum(out, Z, out=out)
 
     def forward_with_bias(self, Y, b, *, out=None, backend="auto"):
+        """``Z = Y + b[:, None]`` in place and ``A = f(Z)``: one pass of the op
+        :func:`~ctre_sparse.ops.bias_activation`; returns ``(Z, A)``."""
         return bias_activation(Y, b, slope=self.slope, out=out, preactivation=Y,
                                backend=backend)
 
     def backward(self, Z, A, dA, work=None, *, backend="auto"):
+        """``dA *= f'(Z)`` by the op :func:`~ctre_sparse.ops.activation_backward`; returns ``dA``
+        (``A`` and ``work`` are not needed)."""
         return activation_backward(Z, dA, slope=self.slope, out=dA, backend=backend)
 
     def __repr__(self):
@@ -210,9 +215,11 @@ class Tanh(Activation):
     name = "tanh"
 
     def forward(self, Z, out=None):
+        """``tanh(Z)`` (into ``out`` when given)."""
         return self.xp.tanh(Z, out=out)
 
     def backward(self, Z, A, dA, work=None, *, backend="auto"):
+        """``dA *= 1 - A**2`` (``work`` as scratch); returns ``dA``."""
         xp = self.xp
         tmp = xp.multiply(A, A, out=work)  # dA * (1 - A^2)
         xp.subtract(1, tmp, out=tmp)
@@ -226,6 +233,7 @@ class Sigmoid(Activation):
     name = "sigmoid"
 
     def forward(self, Z, out=None):
+        """``(1 + tanh(Z / 2)) / 2`` (into ``out`` when given)."""
         xp = self.xp
         out = xp.multiply(Z, 0.5, out=out)
         xp.tanh(out, out=out)
@@ -234,6 +242,7 @@ class Sigmoid(Activation):
         return out
 
     def backward(self, Z, A, dA, work=None, *, backend="auto"):
+        """``dA *= A * (1 - A)`` (``work`` as scratch); returns ``dA``."""
         xp = self.xp
         tmp = xp.subtract(1, A, out=work)
         tmp *= A

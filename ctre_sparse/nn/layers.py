@@ -70,7 +70,13 @@ class SparseLinear(PicklesArrayModule):
         return self.W.dtype
 
     def set_weight(self, W):
-        """Replace the weight matrix (after a topology change); same shape and dtype."""
+        """Replace the weight matrix (after a topology change); gradients are reset.
+
+        Parameters
+        ----------
+        W : CSRMatrix
+            Same shape and dtype as the current weight.
+        """
         if hasattr(self, "W") and (W.shape != self.W.shape or W.dtype != self.W.dtype):
             raise ValueError(f"new weight must have shape {self.W.shape} and dtype "
                              f"{self.W.dtype}, got {W.shape} and {W.dtype}")
@@ -80,6 +86,10 @@ class SparseLinear(PicklesArrayModule):
 
     def to_device(self, device):
         """Move weight, bias and gradients to ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); in place.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
 
         Returns
         -------

@@ -90,7 +90,16 @@ class SGD(PicklesArrayModule):
         self.velocity_b = [xp.zeros_like(layer.b) for layer in model.layers]
 
     def to_device(self, device):
-        """Move the momentum arrays to ``"cpu"`` or ``"cuda"`` (in place); returns self."""
+        """Move the momentum arrays to ``"cpu"`` or ``"cuda"`` (in place).
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        self
+        """
         xp = module_for(device)
         if self.velocity_W is not None:
             self.velocity_W = [to_module(v, xp) for v in self.velocity_W]

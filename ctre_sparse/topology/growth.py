@@ -245,6 +245,7 @@ class RandomGrowth(GrowthStrategy):
     name = "random"
 
     def choose(self, ctx, n, rng):
+        """``n`` absent connections drawn uniformly (``n_cosine`` 0)."""
         return _random_pick(ctx, n, rng)
 
 
@@ -255,6 +256,7 @@ class CosineGrowth(GrowthStrategy):
 
     @property
     def needs_activations(self):
+        """Always: the picks are scored on the activations."""
         return True
 
     def _cosine(self, ctx, n, rng):
@@ -276,6 +278,7 @@ class CosineGrowth(GrowthStrategy):
         return rows.astype(np.int64), cols.astype(np.int64)
 
     def choose(self, ctx, n, rng):
+        """The ``n`` best absent pairs by ``|cos|``, all counted as cosine picks."""
         rows, cols = self._cosine(ctx, n, rng)
         return rows, cols, int(rows.shape[0])
 
@@ -302,9 +305,11 @@ class CTRESeqGrowth(CosineGrowth):
 
     @property
     def needs_activations(self):
+        """Until the switch to random growth."""
         return not self.switched
 
     def observe(self, monitor):
+        """Count epochs without improvement of ``monitor``; switch after ``patience`` of them."""
         if monitor is None or self.switched:
             return
         monitor = float(monitor)
@@ -318,15 +323,18 @@ class CTRESeqGrowth(CosineGrowth):
                         "cosine to random growth", self.best, self.wait)
 
     def choose(self, ctx, n, rng):
+        """Cosine picks before the switch, random ones after."""
         if self.switched:
             return _random_pick(ctx, n, rng)
         return super().choose(ctx, n, rng)
 
     def state_dict(self):
+        """The name, ``patience``, the best monitored value, the wait and the switch."""
         return {"name": self.name, "patience": self.patience, "best": self.best,
                 "wait": self.wait, "switched": self.switched}
 
     def load_state_dict(self, d):
+        """Restore :meth:`state_dict`."""
         super().load_state_dict(d)
         self.patience = int(d["patience"])
         self.best = None if d["best"] is None else float(d["best"])
@@ -348,6 +356,7 @@ class CTRESimGrowth(CosineGrowth):
     name = "ctre_sim"
 
     def choose(self, ctx, n, rng):
+        """Cosine picks, those that re-add a connection pruned in this step replaced at random."""
         rows, cols = self._cosine(ctx, n, rng)
         xp = array_module(rows)  # the device of the layer: the bookkeeping stays there
         n_in = ctx.W.n_in
@@ -377,6 +386,7 @@ class StaticGrowth(GrowthStrategy):
     prunes = False
 
     def choose(self, ctx, n, rng):
+        """Never called (``prunes`` is False): raises RuntimeError."""
         raise RuntimeError("static growth never grows connections")
 
 
