@@ -47,6 +47,8 @@ def check_dense(name, arr, *, ndim, dtype, rows=None, xp=None, contiguous=True, 
     ...
     ValueError: X must be 1-D, got shape (2, 3)
     """
+    if _dense_ok(arr, ndim, dtype, rows, xp, contiguous):  # the common case, in one expression
+        return
     if not hasattr(arr, "ndim") or not hasattr(arr, "dtype"):
         raise ValueError(f"{name} must be a NumPy or CuPy array, got {type(arr).__name__}")
     if xp is not None and array_module(arr) is not xp:
@@ -64,6 +66,17 @@ def check_dense(name, arr, *, ndim, dtype, rows=None, xp=None, contiguous=True, 
                          f"got shape {tuple(arr.shape)}")
     if contiguous and not arr.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+
+
+def _dense_ok(arr, ndim, dtype, rows, xp, contiguous):
+    """True when ``arr`` passes every check of :func:`check_dense` (which explains a failure)."""
+    try:
+        return ((xp is None or type(arr) is xp.ndarray) and arr.ndim == ndim
+                and (arr.dtype == dtype if dtype is not None else arr.dtype in FLOAT_DTYPES)
+                and (rows is None or arr.shape[0] == rows)
+                and (not contiguous or arr.flags.c_contiguous))
+    except AttributeError:
+        return False
 
 
 def check_out(out, shape, dtype, xp, *, name="out", like="W"):

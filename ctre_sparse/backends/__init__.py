@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import logging
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["BACKENDS", "CPU_BACKENDS", "BackendUnavailableError", "get_backend",
@@ -26,6 +28,7 @@ _MODULES = {
     "native": "ctre_sparse.backends.native",
     "cuda": "ctre_sparse.backends.cuda",
 }
+_HOST_ARRAY = np.ndarray
 _loaded = {}
 _best_cpu_name = None  # what "auto" picks for NumPy arrays, decided at its first use
 
@@ -86,14 +89,14 @@ def select_backend(name, *arrays):
     ``native`` when the extension is built, else ``numba``, else ``reference``.
     """
     on_gpu = False
-    for a in arrays:  # a loop, not any(<genexpr>): this runs several times per mini-batch
-        if type(a).__module__.startswith("cupy"):
+    for a in arrays:  # a plain loop: this runs several times per mini-batch
+        if type(a) is not _HOST_ARRAY and type(a).__module__.startswith("cupy"):
             on_gpu = True
             break
     if name == "auto":
         if on_gpu:
             return get_backend("cuda")
-        return get_backend(_best_cpu())
+        return _loaded[_best_cpu()][0]  # loaded (and available) by _best_cpu
     module = get_backend(name)
     if on_gpu != (name == "cuda"):
         where = "CuPy (GPU)" if on_gpu else "NumPy (CPU)"

