@@ -2,19 +2,19 @@
 
 For each layer size (n_out, n_in) a random Erdos-Renyi network (epsilon 20, He
 init, ReLU) is run on Fashion-MNIST-shaped synthetic data
-(:func:`ctre_sparse.bench.training.make_data`, S samples): the input side A is
+(:func:`benchmarks.training.make_data`, S samples): the input side A is
 the layer's input (the raw 784 features for n_in = 784, else a ReLU hidden
 layer), the output side B = ReLU(W @ A), and W is the exclusion pattern, as in
 one CTRE growth step. k = zeta * nnz(W). The exact
 :func:`ctre_sparse.ops.topk_cosine` and
-:func:`ctre_sparse.approx.topk_cosine_sketch` for every (dim, oversample) run
+:func:`ctre_sparse.cosine_sketch.topk_cosine_sketch` for every (dim, oversample) run
 interleaved in one process, ``--repeats`` rounds; times are medians. Recall@k =
 |sketch set & exact set| / k, mass = sum(sketch scores) / sum(exact scores).
 
 Examples::
 
     PYTHONPATH=. python benchmarks/bench_topk_sketch.py --sizes 1000x784 --repeats 1
-    PYTHONPATH=. python benchmarks/bench_topk_sketch.py --json docs/bench_topk_sketch.json
+    PYTHONPATH=. python benchmarks/bench_topk_sketch.py --json docs/results/bench_topk_sketch.json
 """
 
 import argparse
@@ -23,15 +23,17 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from ctre_sparse.approx import topk_cosine_sketch, topk_recall
-from ctre_sparse.bench.machine import machine_block
-from ctre_sparse.bench.training import make_data
-from ctre_sparse.backends import select_backend
-from ctre_sparse.nn.init import erdos_renyi
-from ctre_sparse.ops import TOPK_BLOCK_BYTES, spmm, topk_cosine
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root: `benchmarks`
+from benchmarks.machine import machine_block  # noqa: E402
+from benchmarks.training import make_data  # noqa: E402
+from ctre_sparse.backends import select_backend  # noqa: E402
+from ctre_sparse.cosine_sketch import topk_cosine_sketch, topk_recall  # noqa: E402
+from ctre_sparse.nn.init import erdos_renyi  # noqa: E402
+from ctre_sparse.ops import TOPK_BLOCK_BYTES, spmm, topk_cosine  # noqa: E402
 
 
 def _relu_layer(W, X):

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Everything issue 4 needs from a GPU machine, in a few calls of at most 10 minutes each.
+# What a lent GPU machine runs: the suite with the GPU cases, compute-sanitizer, and the
+# kernel and training benchmarks, in stages that each fit a call of at most 10 minutes.
+# (Documented in benchmarks/README.md and docs/gpu.md.)
 #
 #   bash benchmarks/gpu_session.sh probe      # what the machine has (seconds)
 #   bash benchmarks/gpu_session.sh test       # build, whole test suite incl. the GPU cases
@@ -10,7 +12,7 @@
 #                                              extrapolated from 50 batches)
 #   bash benchmarks/gpu_session.sh all        # all of the above (longer than one call allows)
 #
-# Run from the repository root. Output goes to $OUT (the device tool's folder that comes back;
+# Run from anywhere in the checkout (it changes to the repository root). Output goes to $OUT (the device tool's folder that comes back;
 # default ./gpu_out): logs, JUnit XML, benchmark JSON. The last lines printed are a short
 # summary, because the device tool returns only the tail of the output.
 #
@@ -128,13 +130,13 @@ sanitize() {
 kernels() {
     build
     log "kernel benchmark: n=16384, density 1%, batch 128-1024 (the issue's targets)"
-    timeout 300 "$PY" -m ctre_sparse bench kernels --device cuda --sizes 16384 \
+    timeout 300 "$PY" benchmarks/bench_kernels.py --device cuda --sizes 16384 \
         --densities 0.01 --batches 128,256,512,1024 --fixed-nnz-per-row 0 \
         --json "$OUT/bench_kernels_gpu_targets.json" > "$OUT/bench_kernels_targets.log" 2>&1
     result "bench kernels (targets): rc=$?"
     tail -30 "$OUT/bench_kernels_targets.log"
     log "kernel benchmark: the wider grid"
-    timeout 240 "$PY" -m ctre_sparse bench kernels --device cuda \
+    timeout 240 "$PY" benchmarks/bench_kernels.py --device cuda \
         --json "$OUT/bench_kernels_gpu.json" > "$OUT/bench_kernels_grid.log" 2>&1
     result "bench kernels (grid): rc=$?"
 }
@@ -142,12 +144,12 @@ kernels() {
 training() {
     build
     log "training benchmark on the GPU: hidden 1000 (Fashion-MNIST shape), with the torch peer"
-    timeout 300 "$PY" -m ctre_sparse bench training --device cuda --epochs 3 \
+    timeout 300 "$PY" benchmarks/bench_training.py --device cuda --epochs 3 \
         --json "$OUT/bench_training_gpu.json" > "$OUT/bench_training.log" 2>&1
     result "bench training (1000): rc=$?"
     tail -25 "$OUT/bench_training.log"
     log "training benchmark on the GPU: hidden 16384 (peer: 50 batches, extrapolated)"
-    timeout 240 "$PY" -m ctre_sparse bench training --device cuda --hidden 16384 --epochs 1 \
+    timeout 240 "$PY" benchmarks/bench_training.py --device cuda --hidden 16384 --epochs 1 \
         --peer-batches 50 --json "$OUT/bench_training_gpu_16384.json" \
         > "$OUT/bench_training_16384.log" 2>&1
     result "bench training (16384): rc=$?"

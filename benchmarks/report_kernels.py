@@ -1,22 +1,25 @@
 """Markdown tables (machine, targets, the target case, fixed nnz/row, whole grid) from the JSON.
 
-    PYTHONPATH=. python benchmarks/report_kernels.py docs/bench_kernels_cpu.json \
+    PYTHONPATH=. python benchmarks/report_kernels.py docs/results/bench_kernels_cpu.json \
         --update docs/benchmarks.md
-    PYTHONPATH=. python benchmarks/report_kernels.py --gpu docs/bench_kernels_gpu.json \
+    PYTHONPATH=. python benchmarks/report_kernels.py --gpu docs/results/bench_kernels_gpu.json \
         --update docs/benchmarks.md     # the GPU section (its own markers)
 """
 
 import argparse
 import sys
+from pathlib import Path
 
-from ctre_sparse.bench.harness import read_json
-from ctre_sparse.bench.report import (GPU_END, GPU_START, gpu_markdown_report, markdown_report,
-                                      update_markdown)
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root: `benchmarks`
+
+from benchmarks.harness import read_json  # noqa: E402
+from benchmarks.report import (GPU_END, GPU_START, gpu_markdown_report,  # noqa: E402
+                               markdown_report, update_markdown)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("json", help="records written by `ctre-sparse bench kernels --json`")
+    parser.add_argument("json", help="records written by `benchmarks/bench_kernels.py --json`")
     parser.add_argument("--update", metavar="MD",
                         help="replace the text between the results markers of this file "
                              "(default: print to stdout)")

@@ -27,7 +27,7 @@ Examples
 --------
     PYTHONPATH=. python benchmarks/reproduce_madelon.py --threads 1 --epochs 200 --seeds 0 1 2 3 4
     PYTHONPATH=. python benchmarks/reproduce_madelon.py --table --epochs 200 \
-        --out docs/reproduction_results.jsonl
+        --out docs/results/reproduction_results.jsonl
 
 See docs/reproduction.md for the results and what they show.
 """
@@ -572,7 +572,7 @@ def parse_args(argv=None):
                    "authors' RigL-based code; an ablation)")
     p.add_argument("--threads", type=int, help="limit OpenMP/BLAS/numba threads (set before "
                    "numpy loads; 1 is much faster on a machine shared with other jobs)")
-    p.add_argument("--out", default="docs/reproduction_results.jsonl",
+    p.add_argument("--out", default="docs/results/reproduction_results.jsonl",
                    help="JSON-lines results file (appended; finished runs are skipped)")
     p.add_argument("--table", action="store_true", help="print the tables of --out and exit")
     p.add_argument("--plot", metavar="PNG", help="draw test/validation curves of --out")

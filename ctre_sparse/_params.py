@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_number", "hidden_sizes", "check_params"]
+__all__ = ["check_number", "hidden_sizes", "check_params", "params_json"]
 
 
 def _shown(value):
@@ -78,3 +78,20 @@ def check_params(est, growths, activations):
         raise ValueError(f"standardize must be True or False, got {_shown(est.standardize)!r}")
     if np.dtype(est.dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {est.dtype!r}")
+
+
+def params_json(est):
+    """``est.get_params()`` made JSON-able: dtype by name, paths as str, a Generator seed as None."""
+    params = est.get_params(deep=False)
+    params["dtype"] = np.dtype(params["dtype"]).name
+    sizes = params["hidden_layer_sizes"]
+    params["hidden_layer_sizes"] = [int(sizes)] if isinstance(sizes, numbers.Integral) \
+        else [int(s) for s in sizes]
+    if params["checkpoint_dir"] is not None:
+        params["checkpoint_dir"] = str(params["checkpoint_dir"])
+    if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
+        params["random_state"] = None    # the seed actually used is saved as "entropy"
+    for key, value in params.items():
+        if isinstance(value, np.generic):
+            params[key] = value.item()
+    return params

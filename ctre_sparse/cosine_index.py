@@ -1,12 +1,12 @@
 """Top-k cosine from a nearest-neighbour index: cost sublinear in the number of pairs.
 
 :func:`~ctre_sparse.ops.topk_cosine` scores all ``n_out * n_in`` pairs of a
-layer; :func:`~ctre_sparse.approx.topk_cosine_sketch` scores them all too,
+layer; :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch` scores them all too,
 only more cheaply. Neither reaches 10^5-10^6 neurons. This module scores
 only the pairs that an inverted-file index (IVF) puts close together:
 
 1. **sketch**: both sides' unit rows are projected on ``dim`` shared
-   directions (mostly principal ones, :func:`~ctre_sparse.approx.sketch`),
+   directions (mostly principal ones, :func:`~ctre_sparse.cosine_sketch.sketch`),
    whose dot products estimate the cosines;
 2. **index**: the input-side sketches are clustered (spherical k-means on a
    sample, ``nlist`` centroids) and every input row is filed under its
@@ -58,8 +58,10 @@ import numpy as np
 from scipy import sparse
 
 from ._random import check_random_state
-from .approx import _best_k, _row_weights, sketch
-from .ops import _check_activations, _check_int, as_csr, cosine_pairs, topk_cosine
+from .checks import check_activations, check_int
+from .cosine_sketch import best_k, row_weights, sketch
+from .device import to_host
+from .ops import as_csr, cosine_pairs, topk_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +101,7 @@ def default_nprobe(nlist):
 
 def _unit_rows(M, xp):
     """Rows of ``M`` scaled to norm 1 (rows of norm 0 stay 0), C-contiguous."""
-    return xp.ascontiguousarray(M * _row_weights(M, xp)[:, None])
+    return xp.ascontiguousarray(M * row_weights(M, xp)[:, None])
 
 
 def _nearest(X, C, n, block_bytes):
@@ -122,7 +124,7 @@ def _routing_space(A, B, dim, rng):
 
     The unit rows projected on ``dim`` shared directions, three quarters of
     them the top principal directions of the activations and the rest
-    Gaussian (:func:`~ctre_sparse.approx.sketch`): their dot products
+    Gaussian (:func:`~ctre_sparse.cosine_sketch.sketch`): their dot products
     estimate the cosines, ``S / dim`` times cheaper than over all S samples.
     They only route and shortlist the pairs: the shortlist is re-scored
     exactly. With ``S <= dim`` the unit rows themselves are used.
@@ -299,7 +301,7 @@ def _host_pattern(exclude, n_out, n_in):
                          f"(B rows, A rows), got {W.shape}")
     if W.nnz == 0:
         return None
-    host = W.to_device("cpu") if W.xp is not np else W
+    host = W.to_device("cpu")  # self when it is there already
     return host.indptr, host.indices
 
 
@@ -368,20 +370,20 @@ def topk_cosine_index(A, B, k, *, exclude=None, nlist=None, nprobe=None, dim=64,
     >>> int(rows[0]), int(cols[0]), bool(scores[0] > 0.99)
     (3, 7, True)
     """
-    xp = _check_activations(A, B)
-    k = _check_int("k", k, 0)
+    xp = check_activations(A, B)
+    k = check_int("k", k, 0)
     n_out, n_in = B.shape[0], A.shape[0]
     pattern = _host_pattern(exclude, n_out, n_in)
-    nlist = default_nlist(n_in) if nlist is None else _check_int("nlist", nlist, 1)
-    nprobe = default_nprobe(nlist) if nprobe is None else _check_int("nprobe", nprobe, 1)
-    dim = _check_int("dim", dim, 2)
-    oversample = _check_int("oversample", oversample, 1)
-    block_bytes = _check_int("block_bytes", block_bytes, 1)
+    nlist = default_nlist(n_in) if nlist is None else check_int("nlist", nlist, 1)
+    nprobe = default_nprobe(nlist) if nprobe is None else check_int("nprobe", nprobe, 1)
+    dim = check_int("dim", dim, 2)
+    oversample = check_int("oversample", oversample, 1)
+    block_bytes = check_int("block_bytes", block_bytes, 1)
     m = min(k, n_out * n_in - (0 if pattern is None else int(pattern[0][-1])))
     if m == 0:
         empty = xp.zeros(0, dtype=np.int64)
         return empty, empty.copy(), xp.zeros(0, dtype=A.dtype)
-    Ah, Bh = (A, B) if xp is np else (A.get(), B.get())
+    Ah, Bh = to_host(A), to_host(B)
     rng = check_random_state(random_state)
     mirror = bool(Ah.min() < 0 or Bh.min() < 0)  # a negative cosine is possible
     Ar, Br = _routing_space(Ah, Bh, dim, rng)
@@ -402,7 +404,7 @@ def topk_cosine_index(A, B, k, *, exclude=None, nlist=None, nprobe=None, dim=64,
         nprobe *= 2
     rows, cols = xp.asarray(keys // n_in), xp.asarray(keys % n_in)
     scores = cosine_pairs(B, A, rows, cols, backend=backend)  # (row, col) order: cache-friendly
-    order = _best_k(rows, cols, scores, m, xp)
+    order = best_k(rows, cols, scores, m, xp)
     logger.debug("index top-k: %d candidates, %d kept (nlist %d, nprobe %d, mirror %s)",
                  keys.shape[0], order.shape[0], nlist, nprobe, mirror)
     return rows[order], cols[order], scores[order]

@@ -12,7 +12,6 @@ layers), except ``max_epochs`` (100 here, 500 there).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import numbers
 import sys
@@ -25,7 +24,11 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
-from ._params import check_params, hidden_sizes
+from ._estimator_state import (check_resumable, fingerprint, host_csr, params_for_this_machine,
+                               plain, restored_scaling, storable_classes, with_legacy_defaults)
+from ._params import check_params, hidden_sizes, params_json
+from ._version import __version__
+from .device import to_host
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +103,12 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         connection exactly. An int >= 1: in layers of at least 4096 x 4096
         positions (``n_out * n_in >= 4096 * 4096``) the cosine picks of
         ``"cosine"``, ``"ctre_seq"`` and ``"ctre_sim"`` come from
-        :func:`ctre_sparse.approx.topk_cosine_sketch` with this sketch
+        :func:`ctre_sparse.cosine_sketch.topk_cosine_sketch` with this sketch
         dimension (random-projection candidates, re-scored exactly):
         faster there, but some of the exact top pairs are missed; smaller
         layers stay exact. The projections are drawn from the topology's
         random stream. Measured trade-off and a starting point (128) in
-        docs/approx.md.
+        docs/cosine_sketch.md.
     cosine_approx_oversample : int, default 4
         Sketched candidates re-scored exactly per grown connection (higher:
         more of the exact top pairs found, slower). Used only with
@@ -259,7 +262,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         scale = X.std(axis=0, dtype=np.float64)
         self.input_scale_ = np.where(scale > 0, scale, 1.0)
 
-    def _to_fm(self, X):
+    def _feature_major(self, X):
         """Standardized, sample-major (n, d) -> feature-major (d, n), in the model dtype.
 
         One copy: the transpose of a C-ordered array, so the result is
@@ -293,7 +296,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         """
         SparseMLP, SGD, TopologyUpdater, training = _core()
         if self.device == "cuda":
-            from ._device import require_cuda
+            from .device import require_cuda
 
             require_cuda("CTREClassifier(device='cuda')")
         seeds = np.random.SeedSequence(entropy).spawn(3)
@@ -306,7 +309,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         if self.device == "cuda":
             model.to_device("cuda")     # the Trainer moves the optimizer state along
         optimizer = SGD(learning_rate=float(self.learning_rate), momentum=float(self.momentum),
-                        nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay))
+                        nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay),
+                        backend=self.backend)
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
         updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
                                   cosine_samples=cosine_samples, patience=int(self.patience),
@@ -386,14 +390,14 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         codes = self._encode(y)
         checkpoint = self._resume_path(resume) if not incremental else None
         if checkpoint is not None:
-            self._restore(persistence.read_npz(checkpoint), X, codes, source=checkpoint)
+            self._set_state(persistence.read_state(checkpoint), X, codes, source=checkpoint)
         elif first:
             entropy = self._seed_sequence()
             split_seed = self._build(X.shape[1], len(self.classes_), entropy)
             self._entropy = entropy
             self._val_idx = (np.zeros(0, np.int64) if incremental
                              else self._split_validation(codes, split_seed))
-            self._fingerprint = None if incremental else _fingerprint(X, codes, self.dtype)
+            self._fingerprint = None if incremental else fingerprint(X, codes, self.dtype)
             self.history_ = []
             self.n_iter_ = 0
         epochs = 1 if incremental else self.max_epochs - self.n_iter_
@@ -426,9 +430,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def _train(self, X, codes, val_idx, epochs, callbacks, final):
         train_mask = np.ones(X.shape[0], dtype=bool)
         train_mask[val_idx] = False
-        X_fm = self._to_fm(X[train_mask])
+        X_fm = self._feature_major(X[train_mask])
         y_tr = codes[train_mask]
-        X_val_fm = self._to_fm(X[val_idx]) if val_idx.size else None
+        X_val_fm = self._feature_major(X[val_idx]) if val_idx.size else None
         y_val = codes[val_idx] if val_idx.size else None
         self._trainer.batch_size = min(int(self.batch_size), int(y_tr.shape[0]))
         try:
@@ -455,7 +459,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             kept = (f"; the last good checkpoint {ckpt} is kept" if ckpt is not None
                     and ckpt.exists() else "")
             raise training.TrainingDivergedError(f"{exc}{kept}") from exc
-        record = {k: _plain(v) for k, v in dict(record).items()}
+        record = {k: plain(v) for k, v in dict(record).items()}
         self.n_iter_ += 1
         record["epoch"] = self.n_iter_
         self.history_.append(record)
@@ -483,19 +487,37 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return hasattr(self, "_trainer")
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        """Class probabilities, columns in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         model = self._trainer.model
         out = np.empty((X.shape[0], len(self.classes_)), dtype=np.dtype(self.dtype))
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             stop = min(start + _PREDICT_CHUNK, X.shape[0])
-            proba = model.predict_proba(self._to_fm(X[start:stop]))
-            out[start:stop] = np.asarray(_host(proba)).T
+            proba = model.predict_proba(self._feature_major(X[start:stop]))
+            out[start:stop] = np.asarray(to_host(proba)).T
         return out
 
     def predict(self, X):
-        """Predicted class labels, shape (n_samples,)."""
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
@@ -509,18 +531,18 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     @property
     def coefs_(self):
         """Weights per layer as scipy CSR of shape (n_in, n_out) (copies)."""
-        return [_host_csr(layer.W).T.tocsr() for layer in self._layers()]
+        return [host_csr(layer.W).T.tocsr() for layer in self._layers()]
 
     @property
     def intercepts_(self):
         """Biases per layer, shape (n_out,) (copies)."""
-        return [np.array(_host(layer.b)) for layer in self._layers()]
+        return [np.array(to_host(layer.b)) for layer in self._layers()]
 
     @property
     def feature_importances_(self):
         """Share of the input layer's connections per input feature."""
         W = self._layers()[0].W
-        counts = np.bincount(np.asarray(_host(W.indices)), minlength=W.n_in).astype(np.float64)
+        counts = np.bincount(np.asarray(to_host(W.indices)), minlength=W.n_in).astype(np.float64)
         total = counts.sum()
         return counts / total if total else counts
 
@@ -554,13 +576,13 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             a model saved with ``device="cuda"`` loads on the CPU (with a
             warning) where the CUDA backend is unavailable.
         """
-        members = persistence.read_npz(path)
-        meta = persistence.read_json_member(members, "meta_json")
-        params = _load_device(persistence.with_legacy_defaults(meta["params"]), device, path)
+        state = persistence.read_state(path)
+        params = params_for_this_machine(with_legacy_defaults(state["meta"]["params"]), device,
+                                         path)
         params["dtype"] = np.dtype(params["dtype"]).type
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
         est = cls(**params)
-        est._restore(members, None, None, source=path)
+        est._set_state(state, source=path)
         return est
 
     def _checkpoint_path(self):
@@ -581,57 +603,61 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return Path(resume)
 
     def _write(self, path):
-        return persistence.atomic_savez(path, persistence.dump_members(self))
+        return persistence.write_state(path, self._get_state())
 
-    def _restore(self, members, X, codes, *, source):
-        persistence.restore_members(self, members, X, codes, source=source)
+    def _get_state(self):
+        """The fitted state, as :mod:`ctre_sparse.persistence` writes it.
 
+        ``{"meta", "history", "arrays", "tree"}``: JSON-able metadata (the
+        parameters, feature and epoch counts, the seed in use, the data
+        fingerprint), the epoch records, named host arrays (classes, the
+        validation split, feature names, the input standardization, every
+        layer's CSR arrays and bias)
+        and the training core's state (``Trainer.state_dict()``).
+        """
+        trainer = self._trainer
+        meta = {"ctre_sparse_version": __version__, "params": params_json(self),
+                "n_features_in": int(self.n_features_in_), "n_iter": int(self.n_iter_),
+                "n_layers": len(trainer.model.layers), "entropy": int(self._entropy),
+                "fingerprint": self._fingerprint}
+        arrays = {"classes": storable_classes(self.classes_),
+                  "validation_indices": np.asarray(self._val_idx, dtype=np.int64),
+                  "input_mean": np.asarray(self.input_mean_, dtype=np.float64),
+                  "input_scale": np.asarray(self.input_scale_, dtype=np.float64)}
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in"] = np.asarray(self.feature_names_in_).astype(str)
+        for i, layer in enumerate(trainer.model.layers):
+            W = layer.W
+            for name, arr in (("indptr", W.indptr), ("indices", W.indices), ("data", W.data),
+                              ("bias", layer.b)):
+                arrays[f"layers/{i}/{name}"] = np.ascontiguousarray(to_host(arr))
+            arrays[f"layers/{i}/shape"] = np.array(W.shape, dtype=np.int64)
+        return {"meta": meta, "history": list(self.history_), "arrays": arrays,
+                "tree": trainer.state_dict()}
 
-def _fingerprint(X, codes, dtype):
-    """SHA-256 of the training data as the model sees it (``dtype``) and the class codes."""
-    X = np.ascontiguousarray(X, dtype=np.dtype(dtype))
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    digest = hashlib.sha256(f"{X.shape}|{X.dtype.name}|".encode())
-    digest.update(X.reshape(-1).view(np.uint8))      # a view: no bytes copy of X
-    digest.update(codes.view(np.uint8))
-    return digest.hexdigest()
+    def _set_state(self, state, X=None, codes=None, *, source="<memory>"):
+        """Rebuild the fitted state from :meth:`_get_state`'s dict (e.g. read from a file).
 
-
-def _host(arr):
-    return arr.get() if type(arr).__module__.startswith("cupy") else arr
-
-
-def _load_device(params, device, path):
-    """Saved parameters with ``device`` (and a GPU-only ``backend``) fitted to this machine."""
-    from ._device import check_device
-    from .backends import backend_status
-
-    if device is not None:
-        params["device"] = check_device(device)
-    elif params.get("device") == "cuda" and backend_status()["cuda"] is not None:
-        logger.warning("%s was trained with device='cuda', unavailable here (%s); loading it on "
-                       "the CPU", path, backend_status()["cuda"])
-        params["device"] = "cpu"
-    if params.get("device") == "cpu" and params.get("backend") == "cuda":
-        params["backend"] = "auto"
-    return params
-
-
-def _host_csr(W):
-    import scipy.sparse as sp
-
-    return sp.csr_matrix((np.array(_host(W.data)), np.array(_host(W.indices)),
-                          np.array(_host(W.indptr))), shape=W.shape)
-
-
-def _plain(value):
-    """JSON-friendly scalar (history records are saved as JSON)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        With ``X`` and ``codes`` (resuming ``fit``), the parameters, features,
+        classes and data fingerprint are first checked against the state;
+        without, the classes and features are taken from it.
+        """
+        meta, arrays = state["meta"], state["arrays"]
+        if X is not None:
+            check_resumable(state, params=params_json(self), classes=self.classes_, X=X,
+                            codes=codes, dtype=self.dtype, source=source)
+        else:
+            self.classes_ = arrays["classes"]
+            self.n_features_in_ = int(meta["n_features_in"])
+            if "feature_names_in" in arrays:
+                self.feature_names_in_ = arrays["feature_names_in"].astype(object)
+        self.input_mean_, self.input_scale_ = restored_scaling(arrays, self.n_features_in_,
+                                                               source)
+        self._build(self.n_features_in_, len(self.classes_), meta["entropy"])
+        self._trainer.load_state_dict(state["tree"])
+        self._entropy = int(meta["entropy"])
+        self._fingerprint = meta["fingerprint"]
+        self._val_idx = np.asarray(arrays["validation_indices"], dtype=np.int64)
+        self.n_iter_ = int(meta["n_iter"])
+        self.history_ = list(state["history"])
+        logger.info("restored %s at epoch %d", source, self.n_iter_)

@@ -31,6 +31,10 @@ Denormals: the native backend's products (:func:`spmm`, :func:`spmm_t`,
 subnormal inputs count as 0 and subnormal results come out as 0 (float32:
 below about 1.2e-38 in magnitude; float64: 2.2e-308). The other backends
 keep IEEE subnormals, so results can differ there by at most a subnormal.
+
+The element-wise ops of a training step (:func:`gather_columns`,
+:func:`bias_activation`, :func:`activation_backward`, :func:`sgd_update`)
+live in :mod:`ctre_sparse.training_ops` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -41,11 +45,19 @@ from typing import NamedTuple
 import numpy as np
 
 from .backends import select_backend
-from .sparse import CSRMatrix, FLOAT_DTYPES, array_module
-from .validation import check_allocation, check_output
+from .checks import check_activations as _check_activations
+from .checks import check_dense as _check_dense
+from .checks import check_int as _check_int
+from .checks import check_index_array as _check_index_array
+from .checks import check_out as _check_out
+from .device import device_of
+from .sparse import CSRMatrix
+from .training_ops import activation_backward, bias_activation, gather_columns, sgd_update
+from .validation import check_allocation
 
 __all__ = ["as_csr", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
-           "prune_magnitude", "insert", "PruneResult", "InsertResult"]
+           "prune_magnitude", "insert", "PruneResult", "InsertResult", "gather_columns",
+           "bias_activation", "activation_backward", "sgd_update"]
 
 #: Default memory budget (bytes) for one block of scores in :func:`topk_cosine`.
 TOPK_BLOCK_BYTES = 32 << 20
@@ -99,37 +111,6 @@ def _csr_operand(W, check, name="W"):
     return W
 
 
-def _check_dense(name, arr, *, ndim, dtype, rows=None, xp=None):
-    if not hasattr(arr, "ndim") or not hasattr(arr, "dtype"):
-        raise ValueError(f"{name} must be a NumPy or CuPy array, got {type(arr).__name__}")
-    if xp is not None and array_module(arr) is not xp:
-        raise ValueError(f"{name} is a {array_module(arr).__name__} array but W lives in "
-                         f"{xp.__name__}; keep all operands on one device")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(arr.shape)}")
-    if dtype is not None and arr.dtype != dtype:
-        raise ValueError(f"{name} must have dtype {dtype} (the dtype of W), got {arr.dtype}; "
-                         f"cast it with {name}.astype(np.{dtype})")
-    if dtype is None and arr.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"{name} must be float32 or float64, got {arr.dtype}")
-    if rows is not None and arr.shape[0] != rows:
-        raise ValueError(f"{name} must have {rows} rows (feature-major: (n_features, batch)), "
-                         f"got shape {tuple(arr.shape)}")
-    if not arr.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
-
-
-def _check_out(out, shape, dtype, xp, inputs):
-    """``out`` checked (shape, dtype, writeable, no overlap with ``inputs``), or a new array."""
-    if out is None:
-        return xp.empty(shape, dtype=dtype)
-    _check_dense("out", out, ndim=len(shape), dtype=dtype, xp=xp)
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(out.shape)}")
-    check_output(out, inputs)
-    return out
-
-
 def _csr_inputs(W):
     """W's arrays by name, for the overlap check of an output.
 
@@ -138,7 +119,7 @@ def _csr_inputs(W):
     ``data`` is checked then (each check costs about half a microsecond).
     CuPy arrays cannot be locked: all are checked.
     """
-    if W.validated and W.xp is np:
+    if W.validated and device_of(W.data) == "cpu":
         return {"W.data": W.data}
     return {"W.data": W.data, "W.indices": W.indices, "W.indptr": W.indptr}
 
@@ -146,18 +127,6 @@ def _csr_inputs(W):
 def _check_finite_weights(W):
     if not bool(W.xp.all(W.xp.isfinite(W.data))):
         raise ValueError("W contains NaN or Inf values (training diverged or bad input)")
-
-
-def _check_index_array(name, arr, bound, xp):
-    if not hasattr(arr, "dtype") or arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be a 1-D integer array, got "
-                         f"{getattr(arr, 'dtype', type(arr).__name__)} "
-                         f"with shape {tuple(getattr(arr, 'shape', ()))}")
-    if array_module(arr) is not xp:
-        raise ValueError(f"{name} must live on the same device as the other operands")
-    if arr.shape[0] and (int(arr.min()) < 0 or int(arr.max()) >= bound):
-        raise ValueError(f"{name} must lie in [0, {bound}), found values in "
-                         f"[{int(arr.min())}, {int(arr.max())}]")
 
 
 # ------------------------------------------------------------------ products
@@ -235,7 +204,7 @@ def spmm_t(W, G, *, out=None, backend="auto", check_finite=True, check=True):
     _check_dense("G", G, ndim=2, dtype=W.dtype, rows=W.n_out, xp=W.xp)
     t_indptr, t_indices, t_perm = W.transpose_arrays(check=check)
     inputs = {"G": G, **_csr_inputs(W)}
-    if W.xp is not np:  # on the CPU the cached transpose is private and read-only
+    if device_of(W.data) != "cpu":  # on the CPU the cached transpose is private and read-only
         inputs.update({"W.T indptr": t_indptr, "W.T indices": t_indices, "W.T perm": t_perm})
     out = _check_out(out, (W.n_in, G.shape[1]), W.dtype, W.xp, inputs)
     if check_finite:
@@ -289,28 +258,6 @@ def sddmm(W, G, X, *, out=None, backend="auto", check=True):
 
 
 # ------------------------------------------------------------------ cosine
-def _check_int(name, value, minimum):
-    """``int(value)`` for an integer ``value >= minimum``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
-    return int(value)
-
-
-def _check_activations(A, B):
-    xp = array_module(A)
-    _check_dense("A", A, ndim=2, dtype=None, xp=xp)
-    _check_dense("B", B, ndim=2, dtype=A.dtype, xp=xp)
-    if A.shape[1] != B.shape[1]:
-        raise ValueError(f"A and B must have the same number of samples (columns), got "
-                         f"{A.shape[1]} and {B.shape[1]}")
-    for name, M in (("A", A), ("B", B)):
-        if not bool(xp.all(xp.isfinite(M))):
-            raise ValueError(f"{name} contains NaN or Inf values")
-    return xp
-
-
 def cosine_pairs(A, B, rows, cols, *, out=None, backend="auto"):
     """Absolute cosine similarity between ``A[rows[k], :]`` and ``B[cols[k], :]``.
 

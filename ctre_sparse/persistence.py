@@ -1,32 +1,44 @@
-"""The ``.npz`` model format: no pickle, atomic writes, nested training state.
+"""The ``.npz`` model format: a state dict of arrays and JSON into a file and back.
 
-A saved :class:`~ctre_sparse.CTREClassifier` is one NumPy ``.npz`` archive
-that ``np.load(path, allow_pickle=False)`` reads. Its members:
+This module knows the file, not the estimator: :class:`~ctre_sparse.CTREClassifier`
+builds its state (``_get_state``) and rebuilds itself from one
+(``_set_state``); :func:`write_state` and :func:`read_state` move such a state
+to a file and back, atomically and without pickle.
+
+The state is a dict with four entries:
+
+``meta``
+    JSON-able dict (the estimator's: package version, ``params``, feature
+    count, epoch count, seed, data fingerprint).
+``history``
+    JSON-able list (one record per epoch).
+``arrays``
+    ``{name: ndarray}``, each stored as its own member under its name (the
+    estimator's: ``classes``, ``validation_indices``, ``feature_names_in``,
+    ``input_mean``, ``input_scale``,
+    ``layers/<i>/indptr``, ``indices``, ``data``, ``shape``, ``bias``).
+``tree``
+    A nested state (``Trainer.state_dict()``: model, optimizer momentum,
+    topology/growth state, random generator state, epoch counter) of dicts,
+    lists, tuples, scalars and arrays.
+
+In the file (one NumPy ``.npz`` archive that ``np.load(path,
+allow_pickle=False)`` reads), the members are:
 
 ``format``
     0-d string, ``"ctre_sparse.CTREClassifier"``.
 ``format_version``
     0-d int64, currently ``1``.
-``meta_json``
-    0-d string, JSON: the package version, ``params`` (``get_params()``;
-    the dtype as its name), ``n_features_in_``, ``n_iter_``, the number of
-    layers, the seed in use and the validation split.
-``history_json``
-    0-d string, JSON list of per-epoch records (``history_``).
-``input_mean``, ``input_scale``
-    The input standardization, float64 of length ``n_features_in_``.
-``classes``
-    The class labels (numbers, or fixed-width strings; object labels are
-    stored as strings).
-``layers/<i>/indptr``, ``layers/<i>/indices``, ``layers/<i>/data``, ``layers/<i>/shape``, ``layers/<i>/bias``
-    Layer ``i``'s weight in CSR form, shape ``(n_out, n_in)`` (output rows,
-    the storage of the kernels; ``coefs_[i]`` is its transpose) and its bias.
-``state_json`` and ``state/<path>``
-    The whole training state (model, optimizer momentum, topology/growth
-    state, random generator state, epoch counter) as returned by the training
-    core's ``Trainer.state_dict()``: a JSON tree in which every array is
-    replaced by ``{"__array__": "<member name>"}``. Arrays identical to a
-    ``layers/...`` member are stored once and point at it.
+``meta_json``, ``history_json``
+    0-d strings, the JSON of ``meta`` and ``history``.
+the ``arrays``, by name
+    Layer ``i``'s weight is ``layers/<i>/...`` in CSR form, shape ``(n_out,
+    n_in)`` (output rows, the storage of the kernels; ``coefs_[i]`` is its
+    transpose).
+``state_json`` and ``state/<n>``
+    The ``tree`` as JSON in which every array is replaced by ``{"__array__":
+    "<member name>"}``; arrays equal to one of ``arrays`` point at it (stored
+    once), the others are ``state/<n>``.
 
 The tree encoding (:func:`encode_state` / :func:`decode_state`) keeps dicts
 (string keys as JSON objects, other keys as ``{"__items__": [[k, v], ...]}``),
@@ -47,20 +59,22 @@ from pathlib import Path
 
 import numpy as np
 
+from .device import to_host
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "encode_state", "decode_state", "atomic_savez",
-           "read_npz", "json_member", "read_json_member"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "STATE_KEYS", "encode_state", "decode_state",
+           "atomic_savez", "read_npz", "json_member", "read_json_member", "state_to_members",
+           "members_to_state", "write_state", "read_state"]
 
 FORMAT = "ctre_sparse.CTREClassifier"
 FORMAT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"   # an .npz is a zip archive
-
-
-def _to_host(arr):
-    if type(arr).__module__.startswith("cupy"):
-        return arr.get()
-    return arr
+#: The entries of a state dict.
+STATE_KEYS = ("meta", "history", "arrays", "tree")
+#: Members that are not among the state's ``arrays``.
+_FRAME_MEMBERS = ("format", "format_version", "meta_json", "history_json", "state_json")
+_TREE_PREFIX = "state/"
 
 
 class _Encoder:
@@ -73,7 +87,7 @@ class _Encoder:
         self.count = 0
 
     def _store(self, arr):
-        arr = np.ascontiguousarray(_to_host(arr))
+        arr = np.ascontiguousarray(to_host(arr))
         if arr.dtype.hasobject:
             raise ValueError(f"cannot save an object array (dtype {arr.dtype}) without pickle")
         for name, other in self.known:
@@ -157,7 +171,14 @@ def _hashable(key):
 
 
 def decode_state(text, arrays):
-    """Inverse of :func:`encode_state`: rebuild the tree from JSON and members."""
+    """Inverse of :func:`encode_state`: rebuild the tree from its JSON ``text`` and ``arrays``.
+
+    Parameters
+    ----------
+    text : str
+    arrays : dict of str to ndarray
+        The members the tree's ``{"__array__": name}`` entries point at.
+    """
     return _decode(json.loads(text), arrays)
 
 
@@ -269,8 +290,6 @@ def read_npz(path):
                          f"{'it is empty' if not head else f'it starts with {head!r}'})")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise ValueError("it holds a single array, not an .npz archive")
             members = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a valid ctre_sparse model file ({_why_unreadable(exc)})"
@@ -296,136 +315,69 @@ def _why_unreadable(exc):
     return text or type(exc).__name__
 
 
-# ------------------------------------------------------------ the estimator's members
-_RESUMABLE_PARAMS = ("max_epochs", "verbose", "checkpoint_dir", "checkpoint_every", "backend",
-                     "device")
+# ------------------------------------------------------------ state <-> file
+def state_to_members(state):
+    """The archive members of a state dict (see the module notes); pure, no file.
 
-
-def _host(arr):
-    return np.asarray(_to_host(arr))
-
-
-def params_json(est):
-    """``get_params()`` made JSON-able: dtype by name, paths as str, a Generator seed as None."""
-    params = est.get_params(deep=False)
-    params["dtype"] = np.dtype(params["dtype"]).name
-    sizes = params["hidden_layer_sizes"]
-    params["hidden_layer_sizes"] = [int(sizes)] if isinstance(sizes, numbers.Integral) \
-        else [int(s) for s in sizes]
-    if params["checkpoint_dir"] is not None:
-        params["checkpoint_dir"] = str(params["checkpoint_dir"])
-    if not (params["random_state"] is None or isinstance(params["random_state"], numbers.Integral)):
-        params["random_state"] = None    # the seed actually used is saved as "entropy"
-    for key, value in params.items():
-        if isinstance(value, np.generic):
-            params[key] = value.item()
-    return params
-
-
-def dump_members(est):
-    """All members of the saved file of a fitted :class:`CTREClassifier`."""
-    from ._version import __version__
-
-    trainer = est._trainer
-    arrays = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION, np.int64)}
-    meta = {"ctre_sparse_version": __version__, "params": params_json(est),
-            "n_features_in": int(est.n_features_in_), "n_iter": int(est.n_iter_),
-            "n_layers": len(trainer.model.layers), "entropy": int(est._entropy),
-            "fingerprint": est._fingerprint}
-    arrays["meta_json"] = json_member(meta)
-    arrays["history_json"] = json_member(est.history_)
-    classes = np.asarray(est.classes_)
-    arrays["classes"] = classes.astype(str) if classes.dtype.hasobject else classes
-    arrays["validation_indices"] = np.asarray(est._val_idx, dtype=np.int64)
-    arrays["input_mean"] = np.asarray(est.input_mean_, dtype=np.float64)
-    arrays["input_scale"] = np.asarray(est.input_scale_, dtype=np.float64)
-    if hasattr(est, "feature_names_in_"):
-        arrays["feature_names_in"] = np.asarray(est.feature_names_in_).astype(str)
+    Raises
+    ------
+    ValueError
+        If ``state`` lacks an entry, an array name collides with the
+        format's own members, or the tree holds something JSON cannot carry.
+    """
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"a state needs the entries {STATE_KEYS}, missing {missing}")
+    members = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION, np.int64),
+               "meta_json": json_member(state["meta"]),
+               "history_json": json_member(state["history"])}
     known = []
-    for i, layer in enumerate(trainer.model.layers):
-        W = layer.W
-        parts = {"indptr": W.indptr, "indices": W.indices, "data": W.data, "bias": layer.b}
-        for name, arr in parts.items():
-            key = f"layers/{i}/{name}"
-            arrays[key] = np.ascontiguousarray(_host(arr))
-            known.append((key, arrays[key]))
-        arrays[f"layers/{i}/shape"] = np.array(W.shape, dtype=np.int64)
-    arrays["state_json"] = np.array(encode_state(trainer.state_dict(), arrays, known=known))
-    return arrays
+    for name, arr in state["arrays"].items():
+        if name in _FRAME_MEMBERS or name.startswith(_TREE_PREFIX):
+            raise ValueError(f"array name {name!r} is reserved by the file format")
+        members[name] = np.ascontiguousarray(to_host(arr))
+        known.append((name, members[name]))
+    members["state_json"] = np.array(encode_state(state["tree"], members, prefix=_TREE_PREFIX,
+                                                  known=known))
+    return members
 
 
-def with_legacy_defaults(params):
-    """Saved parameters, with the value a file older than a parameter actually ran with.
+def members_to_state(members):
+    """The state dict of archive members (:func:`read_npz`'s result); pure, no file."""
+    arrays = {name: arr for name, arr in members.items()
+              if name not in _FRAME_MEMBERS and not name.startswith(_TREE_PREFIX)}
+    return {"meta": read_json_member(members, "meta_json"),
+            "history": read_json_member(members, "history_json"),
+            "arrays": arrays,
+            "tree": decode_state(str(members["state_json"][()]), members)}
 
-    ``cosine_mode`` (added with the index mode): such files ran exact cosine
-    growth, or the sketch's size rule with ``cosine_approx_dim``, which is
-    ``"auto"`` with ``cosine_approx_dim`` set.
+
+def write_state(path, state):
+    """Write a state dict to ``path`` (.npz), atomically (:func:`atomic_savez`).
+
+    Parameters
+    ----------
+    path : str or Path
+    state : dict
+        ``{"meta", "history", "arrays", "tree"}`` (see the module notes).
+
+    Returns
+    -------
+    Path
     """
-    params = dict(params)
-    if "cosine_mode" not in params:
-        params["cosine_mode"] = "exact" if params.get("cosine_approx_dim") is None else "auto"
-    return params
+    return atomic_savez(path, state_to_members(state))
 
 
-def _check_resumable(est, meta, members, X, codes, source):
-    saved, now = with_legacy_defaults(meta["params"]), params_json(est)
-    changed = sorted(k for k in saved if k not in _RESUMABLE_PARAMS and saved[k] != now.get(k))
-    if changed:
-        diffs = ", ".join(f"{k}: {saved[k]!r} -> {now.get(k)!r}" for k in changed)
-        raise ValueError(f"cannot resume from {source}: parameters differ ({diffs})")
-    if meta["n_features_in"] != X.shape[1]:
-        raise ValueError(f"cannot resume from {source}: it was trained on "
-                         f"{meta['n_features_in']} features, X has {X.shape[1]}")
-    saved_classes = members["classes"]
-    now_classes = np.asarray(est.classes_)
-    now_classes = now_classes.astype(str) if now_classes.dtype.hasobject else now_classes
-    if saved_classes.shape != now_classes.shape or np.any(saved_classes != now_classes):
-        raise ValueError(f"cannot resume from {source}: classes differ "
-                         f"({saved_classes.tolist()} vs {now_classes.tolist()})")
-    if meta["fingerprint"] is not None:
-        from .estimator import _fingerprint
+def read_state(path):
+    """Read a state dict from a file written by :func:`write_state` (checks format and version).
 
-        if _fingerprint(X, codes, est.dtype) != meta["fingerprint"]:
-            raise ValueError(f"cannot resume from {source}: X, y are not the data of the "
-                             f"interrupted run (fingerprint differs)")
+    Parameters
+    ----------
+    path : str or Path
 
-
-def _restore_scaling(est, members, source):
-    """The saved input standardization (files from before it existed: the identity)."""
-    n = int(est.n_features_in_)
-    if "input_mean" not in members:
-        est.input_mean_, est.input_scale_ = np.zeros(n), np.ones(n)
-        return
-    mean = np.asarray(members["input_mean"], dtype=np.float64)
-    scale = np.asarray(members["input_scale"], dtype=np.float64)
-    if mean.shape != (n,) or scale.shape != (n,) or not (
-            np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise ValueError(f"{source}: input_mean/input_scale must be {n} finite values "
-                         "(scales > 0)")
-    est.input_mean_, est.input_scale_ = mean, scale
-
-
-def restore_members(est, members, X=None, codes=None, *, source="<memory>"):
-    """Set a :class:`CTREClassifier`'s learned state from saved members.
-
-    With ``X`` and ``codes`` (resuming ``fit``), the parameters, features,
-    classes and data fingerprint are first checked against the file.
+    Returns
+    -------
+    dict
+        ``{"meta", "history", "arrays", "tree"}``.
     """
-    meta = read_json_member(members, "meta_json")
-    if X is not None:
-        _check_resumable(est, meta, members, X, codes, source)
-    else:
-        est.classes_ = members["classes"]
-        est.n_features_in_ = int(meta["n_features_in"])
-        if "feature_names_in" in members:
-            est.feature_names_in_ = members["feature_names_in"].astype(object)
-    _restore_scaling(est, members, source)
-    est._build(est.n_features_in_, len(est.classes_), meta["entropy"])
-    state = decode_state(str(members["state_json"][()]), members)
-    est._trainer.load_state_dict(state)
-    est._entropy = int(meta["entropy"])
-    est._fingerprint = meta["fingerprint"]
-    est._val_idx = np.asarray(members["validation_indices"], dtype=np.int64)
-    est.n_iter_ = int(meta["n_iter"])
-    est.history_ = read_json_member(members, "history_json")
-    logger.info("restored %s at epoch %d", source, est.n_iter_)
+    return members_to_state(read_npz(path))

@@ -34,12 +34,13 @@ import logging
 
 import numpy as np
 
+from .device import array_module, check_device, device_of, module_for, row_of_entries, to_module
 from .validation import (NOT_CANONICAL, check_allocation, check_convertible, check_structure,
                          checked_copy, read_only, structure_code)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CSRMatrix", "get_index_dtype", "FLOAT_DTYPES", "INDEX_DTYPES"]
+__all__ = ["CSRMatrix", "get_index_dtype", "array_module", "FLOAT_DTYPES", "INDEX_DTYPES"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
@@ -68,16 +69,6 @@ def get_index_dtype(*sizes):
     """
     biggest = max((int(s) for s in sizes), default=0)
     return np.dtype(np.int32) if biggest <= _INT32_MAX else np.dtype(np.int64)
-
-
-def array_module(arr):
-    """Return ``numpy`` or ``cupy``, following the array's type."""
-    mod = type(arr).__module__
-    if mod.startswith("cupy"):
-        import cupy
-
-        return cupy
-    return np
 
 
 class CSRMatrix:
@@ -258,7 +249,7 @@ class CSRMatrix:
 
     def __repr__(self):
         return (f"CSRMatrix(shape={self.shape}, nnz={self.nnz}, dtype={self.dtype}, "
-                f"index_dtype={self.index_dtype}, device={'gpu' if self.xp is not np else 'cpu'})")
+                f"index_dtype={self.index_dtype}, device={device_of(self.data)})")
 
     # -------------------------------------------------------------- validation
     def check_format(self, full_check=False):
@@ -335,7 +326,7 @@ class CSRMatrix:
             return self
         self.check_format()
         indptr, indices = self._indptr, self._indices
-        if self.xp is np:  # check private copies: no alias can change them after the check
+        if device_of(self.data) == "cpu":  # check private copies: no alias can change them
             code, indptr, indices = checked_copy(indptr, indices, self.n_in)
             check_structure(indptr, indices, self.n_in, code)
             indptr, indices = read_only(indptr), read_only(indices)
@@ -368,14 +359,7 @@ class CSRMatrix:
     def row_indices(self):
         """Return the row (output neuron) of every stored entry, shape (nnz,)."""
         if self._rows is None:
-            xp = self.xp
-            if xp is np:
-                self._rows = np.repeat(np.arange(self.n_out, dtype=self.index_dtype),
-                                       np.diff(self.indptr))
-            else:  # cupy.repeat needs host counts; a binary search per entry stays on the device
-                self._rows = xp.searchsorted(self.indptr[1:], xp.arange(
-                    self.nnz, dtype=self.index_dtype), side="right").astype(self.index_dtype)
-            self._rows = read_only(self._rows)
+            self._rows = read_only(row_of_entries(self.indptr, self.nnz, self.index_dtype))
         return self._rows
 
     def invalidate_cache(self):
@@ -477,7 +461,7 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
         canonical structure; its index arrays are then read-only.
         """
         self.validate()
-        if self.xp is np:
+        if device_of(self.data) == "cpu":
             import scipy.sparse as sp
 
             m = sp.csr_matrix((self.data, self.indices, self.indptr), shape=self.shape,
@@ -528,20 +512,24 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
                                valid=self._valid)
 
     def to_device(self, device):
-        """Return a copy on ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy)."""
-        if device == "cpu":
-            if self.xp is np:
-                return self
-            return CSRMatrix.adopt(self.data.get(), self.indices.get(), self.indptr.get(),
-                                   self.shape, valid=self._valid)
-        if device in ("cuda", "gpu"):
-            import cupy
+        """Return a copy on ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); ``self`` when it is there.
 
-            if self.xp is cupy:
-                return self
-            return CSRMatrix.adopt(cupy.asarray(self.data), cupy.asarray(self.indices),
-                                   cupy.asarray(self.indptr), self.shape, valid=self._valid)
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+            ``"gpu"`` is an alias of ``"cuda"``; anything else raises ValueError.
+
+        Returns
+        -------
+        CSRMatrix
+            Validated where ``self`` was (the copy is made here).
+        """
+        device = check_device(device)
+        if device_of(self.data) == device:
+            return self
+        xp = module_for(device)
+        return CSRMatrix.adopt(to_module(self.data, xp), to_module(self.indices, xp),
+                               to_module(self.indptr, xp), self.shape, valid=self._valid)
 
     # -------------------------------------------------------------- factories
     @classmethod

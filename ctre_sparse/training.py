@@ -18,16 +18,18 @@ weights) comes from the trainer's one ``Generator``, whose state is part of
 :meth:`Trainer.state_dict`: a run resumed from a state dict ends bit-identical
 to the uninterrupted run.
 
-On the GPU (a model moved by ``to_device("cuda")``) the same loop runs on CuPy
-arrays, with no host round trip per batch: the training (and validation)
-data are copied to the device once and cached, each batch is gathered there,
-and the per-batch losses and correct counts are written into device arrays
-read once at the end of the epoch. A non-finite loss is therefore detected
-at the end of the epoch (naming the first bad batch), not at the batch
-itself. The batch order, topology draws and new weights still come from the
-host generator (one permutation copied per epoch; O(k) per layer per
-topology update), so they are the CPU's; dropout masks come from a CuPy
-generator seeded once per epoch from the host generator.
+The same loop runs on NumPy arrays (CPU) and on CuPy arrays (a model moved
+by ``to_device("cuda")``), with no host round trip per batch: the training
+(and validation) data are put on the model's device once and cached, each
+batch is gathered there (:func:`~ctre_sparse.ops.gather_columns`), and the
+per-batch losses and correct counts are written into arrays of that device,
+read once at the end of the epoch. A non-finite loss is therefore reported
+at the end of the epoch, naming the first bad batch. The batch order,
+topology draws and new weights come from the host generator (one
+permutation per epoch; O(k) per layer per topology update), so they are the
+same on either device; on the GPU, dropout masks come from a CuPy generator
+seeded once per epoch from the host generator
+(:func:`~ctre_sparse.device.dropout_generator`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,9 @@ import time
 
 import numpy as np
 
-from ._device import device_generator, synchronize, to_host, to_module
 from ._random import check_random_state
-from .nn import _cpu_kernels
-from .sparse import array_module
+from .device import array_module, as_array, dropout_generator, synchronize, to_host, to_module
+from .training_ops import gather_columns
 
 logger = logging.getLogger(__name__)
 
@@ -118,30 +119,38 @@ class Trainer:
         self.history = []
         self.stop = False
         self._monitor = None
-        self._xbuf = self._rowbuf = None
+        self._xbuf = None
         self._device_data = {}
-        if getattr(model, "device", "cpu") != "cpu":
-            optimizer.to_device(model.device)
+        optimizer.to_device(model.device)
 
     def to_device(self, device):
-        """Move the model and the optimizer state to ``"cpu"`` or ``"cuda"``; returns self."""
+        """Move the model and the optimizer state to ``"cpu"`` or ``"cuda"``.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        self
+        """
         self.model.to_device(device)
         self.optimizer.to_device(device)
-        self._xbuf = self._rowbuf = None
-        self._device_data = {}
+        self.clear_device_cache()
         return self
 
     def clear_device_cache(self):
-        """Drop the device copies of the data sets and the batch buffers (frees GPU memory)."""
+        """Drop the device copies of the data sets and the batch buffer (frees GPU memory)."""
         self._device_data = {}
-        self._xbuf = self._rowbuf = None
+        self._xbuf = None
 
     def _device_arrays(self, X, y):
         """``X``, ``y`` on the model's device: copied once per data set, then cached.
 
         The cache is keyed by the identity of the arrays given (and keeps
         them alive, so the key stays valid); it holds the training and the
-        validation set. Arrays already on the device pass through.
+        validation set. Arrays already on the device (host arrays for a CPU
+        model) pass through.
         """
         xp = self.model.xp
         if array_module(X) is xp and array_module(y) is xp:
@@ -166,7 +175,7 @@ class Trainer:
         if X.dtype != model.dtype or not (X.flags.c_contiguous or X.flags.f_contiguous):
             logger.debug("casting %s to %s (a copy)", name, model.dtype)
             X = X.astype(model.dtype, order="F" if X.flags.f_contiguous else "C")
-        y = np.asarray(y) if array_module(y) is np else y
+        y = as_array(y)
         if y.shape != (X.shape[1],) or y.dtype.kind not in "iu":
             raise ValueError(f"labels for {name} must be integer codes of shape ({X.shape[1]},), "
                              f"got {y.dtype} with shape {y.shape}")
@@ -192,76 +201,33 @@ class Trainer:
         return stats, time.perf_counter() - t0
 
     def _batch(self, X, idx):
-        """Columns ``idx`` of ``X`` as a C-contiguous (n_features, batch) buffer."""
-        shape = (X.shape[0], idx.shape[0])
-        if self._xbuf is None or self._xbuf.shape != shape or self._xbuf.dtype != X.dtype:
-            self._xbuf = np.empty(shape, dtype=X.dtype)
-            self._rowbuf = np.empty(shape[::-1], dtype=X.dtype)
-        if X.flags.c_contiguous:
-            if _cpu_kernels.AVAILABLE and idx.size and 0 <= idx.min() and idx.max() < X.shape[1]:
-                _cpu_kernels.gather_columns(X, idx, self._xbuf)  # parallel: ~2x np.take here
-                return self._xbuf
-            return np.take(X, idx, axis=1, out=self._xbuf, mode="clip")
-        # F-ordered (a transposed sample-major array): gather whole rows, then transpose
-        np.take(X.T, idx, axis=0, out=self._rowbuf, mode="clip")
-        np.copyto(self._xbuf, self._rowbuf.T)
-        return self._xbuf
-
-    def _train_batches(self, X, y):
-        model, opt, rng, bs = self.model, self.optimizer, self.rng, self.batch_size
-        n = X.shape[1]
-        order = rng.permutation(n)
-        total_loss, correct = 0.0, 0
-        for s in range(0, n, bs):
-            idx = np.sort(order[s:s + bs])  # sorted: a faster gather, same batch
-            yb = y[idx]
-            P = model.forward(self._batch(X, idx), training=True, rng=rng)
-            correct += int(np.count_nonzero(np.argmax(P, axis=0) == yb))
-            loss = model.backward(yb)
-            if not np.isfinite(loss):
-                self._diverged(f"loss is {loss} at batch {s // bs + 1}")
-            opt.step(model)
-            total_loss += loss * idx.shape[0]
-        for i, layer in enumerate(model.layers):
-            if not (np.all(np.isfinite(layer.W.data)) and np.all(np.isfinite(layer.b))):
-                self._diverged(f"layer {i} has non-finite weights")
-        return total_loss / max(n, 1), correct / max(n, 1)
-
-    def _batch_device(self, X, idx):
-        """:meth:`_batch` on the device: columns ``idx`` of ``X``, C-contiguous, no host copy."""
-        xp = self.model.xp
+        """Columns ``idx`` of ``X`` as a C-contiguous (n_features, batch) buffer of the trainer."""
         shape = (X.shape[0], idx.shape[0])
         buf = self._xbuf
         if buf is None or buf.shape != shape or buf.dtype != X.dtype or \
-                array_module(buf) is not xp:
-            self._xbuf = xp.empty(shape, dtype=X.dtype)
-            self._rowbuf = xp.empty(shape[::-1], dtype=X.dtype)
-        if X.flags.c_contiguous:
-            return xp.take(X, idx, axis=1, out=self._xbuf)
-        xp.take(X.T, idx, axis=0, out=self._rowbuf)  # F order: whole sample rows, then transpose
-        xp.copyto(self._xbuf, self._rowbuf.T)
-        return self._xbuf
+                array_module(buf) is not array_module(X):
+            self._xbuf = buf = self.model.xp.empty(shape, dtype=X.dtype)
+        return gather_columns(X, idx, out=buf, backend=self.model.backend)
 
-    def _train_batches_device(self, X, y):
-        """The epoch's batches on the GPU, with one read of the device at the end.
+    def _train_batches(self, X, y):
+        """The epoch's mini-batches, with one read of the model's device at the end.
 
-        Same batches as :meth:`_train_batches` (the host generator's
-        permutation, copied once). Losses and correct counts go to device
-        arrays; a non-finite loss raises at the end of the epoch, naming the
-        first bad batch (the batches after it ran on NaN weights).
+        Losses and correct counts go to arrays of the model's device; a
+        non-finite loss raises at the end of the epoch, naming the first bad
+        batch (the batches after it ran on NaN weights).
         """
         model, opt, rng, bs = self.model, self.optimizer, self.rng, self.batch_size
         xp = model.xp
         n = X.shape[1]
         order = xp.asarray(rng.permutation(n))
-        drop_rng = device_generator(rng.integers(2**62)) if model.dropout > 0 else None
+        drop_rng = dropout_generator(rng, xp, needed=model.dropout > 0)
         n_batches = -(-n // bs)
         losses = xp.empty(n_batches, dtype=xp.float64)
         correct = xp.empty(n_batches, dtype=xp.int64)
         for b in range(n_batches):
-            idx = xp.sort(order[b * bs:(b + 1) * bs])
+            idx = xp.sort(order[b * bs:(b + 1) * bs])  # sorted: a faster gather, same batch
             yb = y[idx]
-            P = model.forward(self._batch_device(X, idx), training=True, rng=drop_rng)
+            P = model.forward(self._batch(X, idx), training=True, rng=drop_rng)
             correct[b] = xp.count_nonzero(xp.argmax(P, axis=0) == yb)
             losses[b] = model.backward(yb)
             opt.step(model)
@@ -322,15 +288,12 @@ class Trainer:
             raise ValueError("X has no samples (shape (n_features, 0)); need at least one")
         if X_val is not None:
             X_val, y_val = self._check_data(X_val, y_val, "X_val")
-        on_device = self.model.xp is not np
-        if on_device:
-            X, y = self._device_arrays(X, y)
-            if X_val is not None:
-                X_val, y_val = self._device_arrays(X_val, y_val)
+        X, y = self._device_arrays(X, y)
+        if X_val is not None:
+            X_val, y_val = self._device_arrays(X_val, y_val)
         topo, topo_seconds = self._update_topology(X)
         lr = self.optimizer.start_epoch(self.epoch)
-        train = self._train_batches_device if on_device else self._train_batches
-        train_loss, train_acc = train(X, y)
+        train_loss, train_acc = self._train_batches(X, y)
         if not train_loss <= DIVERGED_LOSS:   # caught before the next topology update uses it
             self._diverged(f"the mean loss of the epoch is {train_loss:.4g} "
                            f"(> {DIVERGED_LOSS:g}: exploding weights)")
@@ -394,8 +357,7 @@ class Trainer:
         """Restore :meth:`state_dict` into this trainer and its model/optimizer/updater."""
         self.model.load_state_dict(d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
-        if getattr(self.model, "device", "cpu") != "cpu":     # saved momentum is NumPy
-            self.optimizer.to_device(self.model.device)
+        self.optimizer.to_device(self.model.device)     # saved momentum is NumPy
         if (d["updater"] is None) != (self.updater is None):
             raise ValueError("state and trainer disagree on having a topology updater")
         if self.updater is not None:

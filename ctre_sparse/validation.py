@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from .device import array_module
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["STRUCTURE_OK", "BAD_INDPTR", "BAD_COLUMN", "NOT_CANONICAL", "structure_code",
@@ -172,15 +174,9 @@ def _read_only_view(arr):
     return view
 
 
-def _array_module(arr):
-    from .sparse import array_module  # sparse imports this module
-
-    return array_module(arr)
-
-
 def _diagnose(indptr, indices, n_cols):
     """``(code, message)`` of the first violation (``(0, None)`` if none), by NumPy/CuPy passes."""
-    xp = _array_module(indices)
+    xp = array_module(indices)
     nnz = int(indices.shape[0])
     if indptr.shape[0] == 0:
         return BAD_INDPTR, "CSR indptr must have at least one entry"
@@ -315,7 +311,7 @@ def check_output(out, inputs):
     flags = out.flags
     if not getattr(flags, "writeable", True):
         raise ValueError("out must be a writeable array, got a read-only one")
-    xp = _array_module(out)
+    xp = array_module(out)
     for name, arr in inputs.items():
         if arr is not None and xp.may_share_memory(out, arr):
             raise ValueError(f"out must not overlap {name}: the kernel reads {name} while it "

@@ -4,10 +4,17 @@ GPU cases appear only where CuPy finds a device. Import the lists from here
 (``from conftest import ...`` works because pytest puts tests/ on sys.path).
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ctre_sparse.backends import available_backends
+
+# the benchmarks are a package of the repository (not installed): appended, so that an
+# installed ctre_sparse still comes first
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 DTYPES = [np.float32, np.float64]
 INDEX_DTYPES = [np.int32, np.int64]

@@ -42,7 +42,7 @@ import scipy.sparse as sp
 
 from ctre_sparse import (CSRMatrix, cosine_pairs, insert, prune_magnitude, sddmm, spmm, spmm_t,
                          topk_cosine)
-from ctre_sparse.approx import topk_cosine_sketch
+from ctre_sparse.cosine_sketch import topk_cosine_sketch
 
 F32, I32, I64 = np.float32, np.int32, np.int64
 SHAPE = (3, 4)

@@ -4,14 +4,21 @@ No speed is asserted here: only that the numbers are computed and recorded right
 """
 
 import json
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ctre_sparse import backends
 from ctre_sparse.backends import reference
-from ctre_sparse.bench import harness, kernels, peers
+from benchmarks import harness, kernels, peers
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ARGS = ["--sizes", "64", "--densities", "0.05", "--batches", "8", "--fixed-nnz-per-row", "0",
+             "--repeat", "1", "--min-time", "0", "--pause", "0", "--threads", "1"]
 
 TINY = dict(sizes=(64,), densities=(0.05,), batches=(8,), fixed_nnz_per_row=4,
             max_repeat=2, min_time=0.0, pause=0.0, threads=1)
@@ -266,7 +273,7 @@ def test_key_figures_verdicts():
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from ctre_sparse.bench.plot import plot_kernels
+    from benchmarks.plot import plot_kernels
 
     cfg = kernels.KernelBenchConfig(ops=("spmm", "sddmm"), **TINY)
     records = kernels.run_kernel_bench(cfg, ["reference", "scipy"])
@@ -278,7 +285,7 @@ def test_plot_writes_a_png(tmp_path):
 
 
 def test_markdown_report_and_update(tmp_path):
-    from ctre_sparse.bench import report
+    from benchmarks import report
 
     cfg = kernels.KernelBenchConfig(**TINY)
     records = kernels.run_kernel_bench(cfg, ["reference", "scipy", "dense"])
@@ -296,7 +303,7 @@ def test_markdown_report_and_update(tmp_path):
 
 
 def test_gpu_report_targets_and_markers(tmp_path):
-    from ctre_sparse.bench import report
+    from benchmarks import report
 
     def gpu_rec(op, backend, t, batch):
         return _synthetic(op, backend, t, n=16384, batch=batch, device="cuda")
@@ -342,3 +349,41 @@ def test_max_case_gflop_leaves_out_the_largest_cases():
     grid = [c for c in kernels.build_cases(cfg) if c.series == "grid"]
     assert len(grid) == 27 - 3 and not any(c.n == 16384 and c.batch == 512 for c in grid)
     assert kernels.left_out(kernels.KernelBenchConfig()) == []
+
+
+# ----------------------------------------------------------------- the script
+def test_bench_kernels_tiny_run_writes_json(tmp_path, capsys):
+    path = tmp_path / "k.json"
+    rc = kernels.main(TINY_ARGS + ["--backends", "reference,scipy,dense", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    records = json.loads(path.read_text())
+    assert len(records) == 3 * 3  # 1 case x 3 ops x 3 competitors
+    assert {r["op"] for r in records} == {"spmm", "spmm_t", "sddmm"}
+    assert all(r["status"] == "ok" and r["gflops"] > 0 for r in records)
+    assert "GFLOP/s" in out and "[3/3]" in out
+
+
+def test_bench_kernels_ops_subset(tmp_path, capsys):
+    path = tmp_path / "k.json"
+    assert kernels.main(TINY_ARGS + ["--ops", "sddmm", "--backends", "scipy",
+                                     "--json", str(path)]) == 0
+    assert [r["op"] for r in json.loads(path.read_text())] == ["sddmm"]
+
+
+def test_bench_kernels_bad_options(capsys):
+    assert kernels.main(TINY_ARGS + ["--ops", "gemm", "--backends", "scipy"]) == 1
+    assert "ops must be among" in capsys.readouterr().err
+    assert kernels.main(TINY_ARGS + ["--repeat", "0"]) == 1
+    with pytest.raises(SystemExit):
+        kernels.main(TINY_ARGS + ["--sizes", "big"])
+
+
+def test_the_script_runs_from_a_checkout(tmp_path):
+    """benchmarks/bench_kernels.py as documented: run by path, from any folder."""
+    path = tmp_path / "k.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kernels.py"),
+                           *TINY_ARGS, "--ops", "spmm", "--backends", "scipy", "--json",
+                           str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [r["op"] for r in json.loads(path.read_text())] == ["spmm"]

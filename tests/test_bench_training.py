@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from ctre_sparse import ops
-from ctre_sparse.bench import harness
-from ctre_sparse.bench import training as tb
-from ctre_sparse.bench import training_peer, training_profile
+from benchmarks import harness
+from benchmarks import training as tb
+from benchmarks import training_peer, training_profile
 from ctre_sparse.nn.init import erdos_renyi_nnz
 
 TINY = dict(hidden=(16,), samples=300, batch=32, epochs=2, cosine_samples=64, zeta=0.2,
@@ -53,7 +53,7 @@ def test_ns_per_nnz_sample_definition():
 
 
 def test_steady_topology_leaves_out_the_first_epoch():
-    from ctre_sparse.bench import training_report
+    from benchmarks import training_report
 
     epochs = [{"topology_seconds": 0.3, "seconds": 1.3}, {"topology_seconds": 0.1, "seconds": 1.0},
               {"topology_seconds": 0.2, "seconds": 1.2}]
@@ -333,13 +333,11 @@ def test_doctests():
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
-def test_cli_bench_training(capsys, tmp_path):
-    from ctre_sparse import cli
-
+def test_bench_training_main(capsys, tmp_path):
     path = tmp_path / "cli.json"
-    assert cli.main(["bench", "training", "--samples", "300", "--hidden", "16", "--batch", "32",
-                     "--epochs", "1", "--cosine-samples", "64", "--threads", "1", "--no-peer",
-                     "--json", str(path)]) == 0
+    assert tb.main(["--samples", "300", "--hidden", "16", "--batch", "32",
+                    "--epochs", "1", "--cosine-samples", "64", "--threads", "1", "--no-peer",
+                    "--json", str(path)]) == 0
     assert "s/epoch" in capsys.readouterr().out
     assert harness.read_json(path)[0]["benchmark"] == "training"
 
@@ -359,7 +357,7 @@ def test_profiler_exclusive_time_with_a_fake_clock():
 
 
 def test_markdown_results_and_doc_update(tiny_records, tmp_path, capsys):
-    from ctre_sparse.bench import training_report
+    from benchmarks import training_report
 
     rec = dict(tiny_records[0])
     text = training_report.markdown_results([rec])
@@ -381,7 +379,7 @@ def test_markdown_results_and_doc_update(tiny_records, tmp_path, capsys):
 
 def test_gpu_records_go_to_the_gpu_section(tiny_records, tmp_path):
     """``--update-doc`` with records of ``--device cuda`` leaves the CPU section alone."""
-    from ctre_sparse.bench import training_report as tr
+    from benchmarks import training_report as tr
 
     gpu = {"available": True, "gpu": "NVIDIA H200", "devices": 1, "cupy": "13.6.0",
            "cuda_runtime": 12080, "cuda_driver": 12080, "memory_gib": 139.8}

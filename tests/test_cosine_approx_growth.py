@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_classification
 
-from ctre_sparse import approx, ops
+from ctre_sparse import cosine_sketch, ops
 from ctre_sparse.nn import SGD, SparseMLP
 from ctre_sparse.topology import TopologyUpdater, pattern_keys
 from ctre_sparse.training import Trainer
@@ -26,13 +26,13 @@ def data():
 @pytest.fixture
 def spy(monkeypatch):
     """Record the ``(n_out, n_in)`` of every topk_cosine_sketch call (and run the real one)."""
-    calls, real = [], approx.topk_cosine_sketch
+    calls, real = [], cosine_sketch.topk_cosine_sketch
 
     def wrapped(A, B, k, **kw):
         calls.append((B.shape[0], A.shape[0], kw["dim"], kw["oversample"]))
         return real(A, B, k, **kw)
 
-    monkeypatch.setattr(approx, "topk_cosine_sketch", wrapped)
+    monkeypatch.setattr(cosine_sketch, "topk_cosine_sketch", wrapped)
     return calls
 
 
@@ -214,14 +214,14 @@ def test_cli_train_flags(tmp_path):
 
 
 def test_bench_training_flag_recorded_and_reported():
-    from ctre_sparse.bench import training as tb
-    from ctre_sparse.cli import build_parser
+    import argparse
 
-    args = build_parser().parse_args(["bench", "training", "--cosine-approx-dim", "32"])
-    config = tb.config_from_args(args)
+    from benchmarks import training as tb
+
+    parser = tb.add_arguments(argparse.ArgumentParser())
+    config = tb.config_from_args(parser.parse_args(["--cosine-approx-dim", "32"]))
     assert (config.cosine_approx_dim, config.cosine_approx_oversample) == (32, 4)
-    assert tb.config_from_args(build_parser().parse_args(["bench", "training"])) \
-        .cosine_approx_dim is None
+    assert tb.config_from_args(parser.parse_args([])).cosine_approx_dim is None
     config = tb.TrainingBenchConfig(hidden=(16,), samples=200, batch=32, epochs=1,
                                     cosine_samples=64, threads=1, warmup=False, peer=False,
                                     cosine_approx_dim=32)

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import brute_cosine
 from ctre_sparse import CSRMatrix
-from ctre_sparse.approx import topk_recall
+from ctre_sparse.cosine_sketch import topk_recall
 from ctre_sparse.cosine_index import default_nlist, default_nprobe, topk_cosine_index
 from ctre_sparse.ops import cosine_pairs, topk_cosine
 

@@ -145,6 +145,7 @@ def test_bad_mode_raises():
 
 def test_estimator_cli_and_saved_files(tmp_path):
     from ctre_sparse import CTREClassifier, persistence
+    from ctre_sparse._estimator_state import with_legacy_defaults
     from ctre_sparse.cli import build_parser
     from ctre_sparse.cli.train import _estimator
 
@@ -161,8 +162,8 @@ def test_estimator_cli_and_saved_files(tmp_path):
     args = parser.parse_args(["train", "--cosine-mode", "exact"])
     assert _estimator(args, tmp_path).cosine_mode == "exact"
     # files written before cosine_mode existed ran exact (or the sketch rule with its dim)
-    assert persistence.with_legacy_defaults({"cosine_approx_dim": None})["cosine_mode"] == "exact"
-    assert persistence.with_legacy_defaults({"cosine_approx_dim": 8})["cosine_mode"] == "auto"
+    assert with_legacy_defaults({"cosine_approx_dim": None})["cosine_mode"] == "exact"
+    assert with_legacy_defaults({"cosine_approx_dim": 8})["cosine_mode"] == "auto"
     with np.load(tmp_path / "m.npz") as npz:
         members = {k: npz[k] for k in npz.files}
     meta = json.loads(str(members["meta_json"][()]))

@@ -254,6 +254,58 @@ def test_topk_random_scores(emu, dtype):
     np.testing.assert_array_equal(cols, w_cols)
 
 
+# ------------------------------------------------------------------- training step
+TRAIN_SHAPES = [(1, 1), (7, 1), (1, 13), (37, 129), (0, 4), (300, 5)]
+
+
+@pytest.mark.parametrize("shape", TRAIN_SHAPES)
+@pytest.mark.parametrize("slope", [0.0, 0.01, -0.6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_training_elementwise_kernels(emu, dtype, slope, shape):
+    """bias_activation and activation_backward: the emulated kernels (no FMA contraction
+    under g++) give the reference's values bit for bit; Z written in place over Y."""
+    rng = np.random.default_rng(sum(shape))
+    Y = rng.standard_normal(shape).astype(dtype)
+    Y.flat[::3] = 0
+    b = rng.standard_normal(shape[0]).astype(dtype)
+    G = rng.standard_normal(shape).astype(dtype)
+    Z_ref, A_ref = np.empty_like(Y), np.empty_like(Y)
+    reference.bias_activation(Y, b, slope, Z_ref, A_ref)
+    Z, A = Y.copy(), np.full_like(Y, np.nan)
+    emu.bias_activation(Z, b, slope, Z, A)
+    np.testing.assert_array_equal(Z, Z_ref)
+    np.testing.assert_array_equal(A, A_ref)
+    want = np.empty_like(G)
+    reference.activation_backward(Z_ref, G, slope, want)
+    emu.activation_backward(Z_ref, G, slope, G)
+    np.testing.assert_array_equal(G, want)
+
+
+@pytest.mark.parametrize("n", [0, 1, 257, 5000])
+@pytest.mark.parametrize("mu,nesterov", [(0.9, True), (0.9, False), (0.0, False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_training_sgd_kernel(emu, dtype, mu, nesterov, n):
+    rng = np.random.default_rng(n)
+    arrays = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    want = [a.copy() for a in arrays]
+    t = np.dtype(dtype).type
+    scalars = (t(0.01), t(mu), t(1e-4), nesterov)
+    reference.sgd_update(*want, *scalars)
+    emu.sgd_update(*arrays, *scalars)
+    for got, ref in zip(arrays, want):
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_training_gather_columns(emu, order):
+    """cupy.take's host logic (NumPy here) for both memory orders."""
+    X = np.random.default_rng(0).standard_normal((20, 50)).astype(np.float32, order=order)
+    idx = np.array([49, 0, 7, 7, 13])
+    out = np.full((20, 5), np.nan, np.float32)
+    emu.gather_columns(X, idx, out)
+    np.testing.assert_array_equal(out, X[:, idx])
+
+
 # ------------------------------------------- kernels launched directly, tiny grids
 @pytest.mark.parametrize("policy", cuda_emu.SCHEDULES)
 def test_kernels_under_every_schedule(emu, monkeypatch, policy):
@@ -301,6 +353,19 @@ def test_grid_stride_loops_with_one_block(emu):
     emu._kernel("cosine", "row_norms", "double")((1,), (32,), (G, norms, np.int64(n_rows),
                                                                np.int64(5)))
     np.testing.assert_allclose(norms, reference._row_norms(G), rtol=1e-12)
+    Z, A, A_ref = G.copy(), np.full_like(G, np.nan), np.empty_like(G)
+    bias = rng.standard_normal(n_rows)
+    emu._kernel("training", "bias_left_relu", "double")(
+        (1,), (32,), (G, bias, 0.25, Z, A, np.int64(n_rows), np.int64(5)))
+    reference.bias_activation(G, bias, 0.25, np.empty_like(G), A_ref)
+    np.testing.assert_array_equal(A, A_ref)
+    w, g, v = (rng.standard_normal(333) for _ in range(3))
+    want = [a.copy() for a in (w, g, v)]
+    emu._kernel("training", "sgd_update", "double")(
+        (1,), (32,), (w, g, v, 0.1, 0.9, 0.01, np.int32(1), np.int64(333)))
+    reference.sgd_update(*want, 0.1, 0.9, 0.01, True)
+    for got, ref in zip((w, g, v), want):
+        np.testing.assert_array_equal(got, ref)
 
 
 # ------------------------------------------------------------ the emulator itself
@@ -504,6 +569,11 @@ for dtype, itype in ((np.float32, np.int32), (np.float64, np.int64)):
                    rng.standard_normal((len(lengths), 8)).astype(dtype), 5, indptr, indices, 5)
     S = np.zeros((3, n_cols), dtype)
     cb._mask_block(indptr, indices, 9, 12, n_cols, S)
+    Y = rng.standard_normal((13, 33)).astype(dtype)
+    cb.bias_activation(Y, rng.standard_normal(13).astype(dtype), -0.6, Y, np.empty_like(Y))
+    cb.activation_backward(Y, Y.copy(), 0.0, np.empty_like(Y))
+    w = rng.standard_normal(77).astype(dtype)
+    cb.sgd_update(w, w.copy(), w.copy(), dtype(0.1), dtype(0.9), dtype(0.0), True)
 print("MEMCHECK-OK")
 """
 

@@ -26,16 +26,16 @@ needs_ext = pytest.mark.skipif(not BUILT, reason="native extension not built "
 
 
 def _isas():
-    return native._native.supported_isas() if BUILT else []
+    return native.extension().supported_isas() if BUILT else []
 
 
 @pytest.fixture(params=_isas() or [pytest.param("none", marks=pytest.mark.skip(
     reason="native extension not built"))])
 def isa(request):
-    previous = native._native.isa()
-    native._native.set_isa(request.param)
+    previous = native.extension().isa()
+    native.extension().set_isa(request.param)
     yield request.param
-    native._native.set_isa(previous)
+    native.extension().set_isa(previous)
 
 
 def _shifted(arr, shift):
@@ -52,12 +52,12 @@ def test_native_reported_available():
     assert backend_status()["native"] is None
     assert native.unavailable_reason() is None
     assert native.isa() in ("generic", "avx2", "avx512")
-    assert "generic" in native._native.supported_isas()
+    assert "generic" in native.extension().supported_isas()
 
 
 @needs_ext
 def test_best_isa_is_the_active_one_and_counted():
-    nat = native._native
+    nat = native.extension()
     assert nat.isa() == nat.best_isa() or os.environ.get("CTRE_SPARSE_ISA")
     W = random_csr(30, 20, 0.3, seed=1)
     X = np.ones((20, 16), np.float32)
@@ -69,7 +69,7 @@ def test_best_isa_is_the_active_one_and_counted():
 @needs_ext
 def test_set_isa_rejects_unknown():
     with pytest.raises(ValueError, match="isa must be"):
-        native._native.set_isa("sse9")
+        native.extension().set_isa("sse9")
 
 
 @needs_ext
@@ -151,11 +151,11 @@ def test_bindings_refuse_wrong_dtypes_instead_of_copying():
     X = np.ones((4, 3), np.float32)
     out64 = np.empty((5, 3), np.float64)  # a silently converted copy would lose the result
     with pytest.raises(TypeError, match="dtype"):
-        native._native.spmm(W.indptr, W.indices, W.data, X, out64)
+        native.extension().spmm(W.indptr, W.indices, W.data, X, out64)
     with pytest.raises(ValueError, match="out must have shape"):
-        native._native.spmm(W.indptr, W.indices, W.data, X, np.empty((4, 3), np.float32))
+        native.extension().spmm(W.indptr, W.indices, W.data, X, np.empty((4, 3), np.float32))
     with pytest.raises(ValueError, match="C-contiguous"):
-        native._native.spmm(W.indptr, W.indices, W.data, np.ones((3, 4), np.float32).T,
+        native.extension().spmm(W.indptr, W.indices, W.data, np.ones((3, 4), np.float32).T,
                             np.empty((5, 3), np.float32)[:, :3])
 
 

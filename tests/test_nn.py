@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import CPU_BACKENDS
 
 from ctre_sparse.nn import (ACTIVATIONS, SGD, SparseMLP, erdos_renyi, erdos_renyi_nnz,
                             get_activation, init_bound, softmax, softmax_cross_entropy)
@@ -133,12 +134,12 @@ def _tiny_model():
     return model
 
 
-@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_matches_hand_computation(nesterov, fused):
+def test_sgd_matches_hand_computation(nesterov, backend):
     lr, mu, wd = 0.1, 0.9, 0.01
     model = _tiny_model()
-    opt = SGD(lr, momentum=mu, nesterov=nesterov, weight_decay=wd, fused=fused)
+    opt = SGD(lr, momentum=mu, nesterov=nesterov, weight_decay=wd, backend=backend)
     opt.start_epoch(0)
     layer = model.layers[0]
     w = layer.W.data.copy()
@@ -158,12 +159,13 @@ def test_sgd_matches_hand_computation(nesterov, fused):
         np.testing.assert_allclose(opt.velocity_W[0], vw, rtol=1e-14)
 
 
+@pytest.mark.parametrize("backend", [b for b in CPU_BACKENDS if b != "reference"])
 @pytest.mark.parametrize("momentum,nesterov,decay", [(0.9, True, 1e-3), (0.5, False, 0.0),
                                                      (0.0, False, 1e-2)])
-def test_sgd_fused_equals_numpy_bit_for_bit(momentum, nesterov, decay):
+def test_sgd_compiled_equals_reference_bit_for_bit(momentum, nesterov, decay, backend):
     models = [SparseMLP([20, 30, 5], epsilon=3, backend=BACKEND, random_state=1)
               for _ in range(2)]
-    opts = [SGD(0.05, momentum, nesterov, decay, fused=f) for f in (True, False)]
+    opts = [SGD(0.05, momentum, nesterov, decay, backend=b) for b in (backend, "reference")]
     rng = np.random.default_rng(2)
     for _ in range(3):
         grads = [rng.standard_normal(layer.W.nnz).astype(np.float32)

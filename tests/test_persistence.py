@@ -231,6 +231,38 @@ def test_state_encoding_reuses_known_arrays():
     assert len(arrays) == 2
 
 
+def test_state_dict_file_roundtrip(tmp_path):
+    """persistence alone: a state dict to a file and back, shared arrays stored once."""
+    w = np.arange(6, dtype=np.float32)
+    state = {"meta": {"n": 1, "name": "x"}, "history": [{"epoch": 1}],
+             "arrays": {"classes": np.array(["a", "b"]), "layers/0/data": w},
+             "tree": {"model": {"w": w.copy()}, "rng": (2**70, None)}}
+    path = persistence.write_state(tmp_path / "s.npz", state)
+    with np.load(path, allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["classes", "format", "format_version", "history_json",
+                                     "layers/0/data", "meta_json", "state_json"]
+    back = persistence.read_state(path)
+    assert back["meta"] == state["meta"] and back["history"] == state["history"]
+    assert sorted(back["arrays"]) == ["classes", "layers/0/data"]
+    np.testing.assert_array_equal(back["tree"]["model"]["w"], w)
+    assert back["tree"]["rng"] == (2**70, None)
+    with pytest.raises(ValueError, match="reserved by the file format"):
+        persistence.state_to_members(dict(state, arrays={"meta_json": w}))
+    with pytest.raises(ValueError, match="missing \\['tree'\\]"):
+        persistence.state_to_members({k: v for k, v in state.items() if k != "tree"})
+
+
+def test_estimator_state_is_what_the_file_holds(data, tmp_path):
+    X, y = data
+    clf = make(max_epochs=2).fit(X, y)
+    state = clf._get_state()
+    assert sorted(state) == sorted(persistence.STATE_KEYS)
+    back = persistence.read_state(clf.save(tmp_path / "m.npz"))
+    assert back["meta"] == json.loads(json.dumps(state["meta"]))
+    for name, arr in state["arrays"].items():
+        np.testing.assert_array_equal(back["arrays"][name], arr)
+
+
 class _Explodes:
     def __array__(self, *args, **kwargs):
         raise RuntimeError("boom while writing")

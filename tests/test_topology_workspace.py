@@ -78,16 +78,16 @@ def test_equal_chunks_give_the_same_activations(backend, monkeypatch):
 def test_training_buffers_left_alone_and_activation_buffers_kept():
     model, opt, X, y, batch = _setup("reference")
     _train_steps(model, opt, X, y, batch)
-    before = {key: arr for key, arr in model._ws.items()}
+    before = dict(model.buffers.arrays)
     upd = TopologyUpdater(0.3, "cosine", cosine_samples=300, backend="reference")
     upd.update(model, X, optimizer=opt, rng=np.random.default_rng(1))
-    assert model._ws.keys() == before.keys()
-    assert all(model._ws[key] is arr for key, arr in before.items())  # not reallocated
-    cached = upd._act_ws[2]
+    assert model.buffers.arrays.keys() == before.keys()
+    assert all(model.buffers.arrays[key] is arr for key, arr in before.items())  # not reallocated
+    cached = upd._act_buffers[1].arrays
     assert cached and all(arr.shape[1] == 300 for arr in cached.values())
     ids = {key: id(arr) for key, arr in cached.items()}
     upd.update(model, X, optimizer=opt, rng=np.random.default_rng(2))
-    assert {key: id(arr) for key, arr in upd._act_ws[2].items()} == ids  # reused
+    assert {key: id(arr) for key, arr in upd._act_buffers[1].arrays.items()} == ids  # reused
 
 
 def test_buffers_not_shared_between_models():
@@ -111,9 +111,9 @@ def test_pickle_drops_the_buffers():
     model, opt, X, y, batch = _setup("reference")
     upd = TopologyUpdater(0.3, "ctre_sim", cosine_samples=100, backend="reference")
     upd.update(model, X, optimizer=opt, rng=np.random.default_rng(0))
-    assert upd._act_ws is not None
+    assert upd._act_buffers is not None
     copy = pickle.loads(pickle.dumps(upd))
-    assert copy._act_ws is None and upd._act_ws is not None
+    assert copy._act_buffers is None and upd._act_buffers is not None
     assert copy.state_dict() == upd.state_dict()
     copy.update(model, X, optimizer=opt, rng=np.random.default_rng(1))  # still works
 

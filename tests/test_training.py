@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import CPU_BACKENDS
 from sklearn.datasets import make_classification
 
 from ctre_sparse.nn import SGD, SparseMLP
@@ -148,3 +149,49 @@ def test_bad_labels_rejected(data):
         trainer.run_epoch(Xtr.T, ytr)
     with pytest.raises(ValueError, match="no samples"):
         trainer.run_epoch(Xtr[:, :0], ytr[:0])
+
+
+# ------------------------------------------------------------------ the reference oracle
+def _float64_trainer(backend):
+    model = SparseMLP([30, 48, 48, 4], "alternated_left_relu", epsilon=4, dropout=0.1,
+                      dtype=np.float64, backend=backend, random_state=3)
+    updater = TopologyUpdater(0.3, "ctre_sim", cosine_samples=128, backend=backend)
+    return Trainer(model, SGD(0.05, backend=backend), updater, batch_size=32, random_state=4)
+
+
+@pytest.mark.parametrize("fast", [b for b in CPU_BACKENDS if b != "reference"])
+def test_reference_backend_trains_like_the_compiled_ones(data, monkeypatch, fast):
+    """The whole training step (gather, products, bias + activation, backward, SGD, topology)
+    on backend="reference" agrees with the compiled backend's run.
+
+    float64, 3 epochs: the products differ only in summation order (~1e-15 relative), which
+    never flips a prune tie or a top-k pick here, so the topologies are identical and
+    losses and weights agree to 1e-9 relative. The reference run goes with the compiled
+    backends unregistered and "auto" refused: it cannot have used a compiled kernel.
+    """
+    Xtr, ytr, Xva, yva = data
+    args = (Xtr.astype(np.float64), ytr, Xva.astype(np.float64), yva)
+    fast_run = _float64_trainer(fast)
+    rec_fast = fast_run.fit(*args, epochs=3)
+
+    import ctre_sparse.backends as backends
+
+    for name in ("numba", "native", "cuda"):
+        monkeypatch.setitem(backends._loaded, name, (None, "switched off for this test"))
+
+    def no_auto():
+        raise AssertionError("backend='auto' was used during a reference run")
+
+    monkeypatch.setattr(backends, "_best_cpu", no_auto)
+    ref_run = _float64_trainer("reference")
+    rec_ref = ref_run.fit(*args, epochs=3)
+    for rf, rr in zip(rec_fast, rec_ref):
+        assert rr["train_loss"] == pytest.approx(rf["train_loss"], rel=1e-9)
+        assert (rr["train_accuracy"], rr["val_accuracy"]) == (rf["train_accuracy"],
+                                                              rf["val_accuracy"])
+        assert (rr["n_cosine"], rr["n_random"]) == (rf["n_cosine"], rf["n_random"])
+    for lf, lr_ in zip(fast_run.model.layers, ref_run.model.layers):
+        np.testing.assert_array_equal(lf.W.indptr, lr_.W.indptr)
+        np.testing.assert_array_equal(lf.W.indices, lr_.W.indices)
+        np.testing.assert_allclose(lr_.W.data, lf.W.data, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(lr_.b, lf.b, rtol=1e-9, atol=1e-12)

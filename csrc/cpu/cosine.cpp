@@ -1,8 +1,6 @@
 // cosine_pairs and topk_block: dispatchers plus the (ISA-independent) merge of
 // the top-k candidates.
 #include <functional>
-#include <mutex>
-#include <thread>
 
 #include "cpu/common.h"
 #include "cpu/cosine.h"
@@ -136,52 +134,3 @@ CTRE_INSTANTIATE(double, std::int64_t)
 #undef CTRE_INSTANTIATE
 
 }  // namespace ctre
-
-// ------------------------------------------------------------------ BLAS jobs
-// A threading backend for OpenBLAS (its openblas_set_threads_callback_function):
-// the parallel jobs of one BLAS call run on this library's OpenMP team instead
-// of OpenBLAS's own pthreads, whose idle workers spin for ~0.1 s after every
-// call and so take a core from the OpenMP kernels that follow (measured: the
-// top-k selection right after a product ran 1.8x slower, and the next training
-// epoch lost ~40 ms). native.py installs it only around its own products.
-//
-// Contract (exec_blas in OpenBLAS's blas_server.c): every job done on return;
-// job i is dojob(i, jobdata + i * elsize, dojob_data). The jobs of a level-3
-// call wait on one another, so all of them must run at once: a team smaller
-// than numjobs (nested region, thread limit) falls back to std::threads. Jobs
-// of two calls would share OpenBLAS's per-index scratch buffers, so one call
-// runs at a time.
-namespace {
-std::mutex blas_jobs_mutex;
-}  // namespace
-
-extern "C" __attribute__((visibility("default"))) void ctre_openblas_threads(
-    int /*sync*/, void (*dojob)(int, void*, int), int numjobs, std::size_t elsize,
-    void* jobdata, int dojob_data) {
-  std::lock_guard<std::mutex> lock(blas_jobs_mutex);
-  char* base = static_cast<char*>(jobdata);
-  if (numjobs <= 1) {
-    if (numjobs == 1) dojob(0, base, dojob_data);
-    return;
-  }
-  int team = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(numjobs)
-  {
-#pragma omp single
-    team = omp_get_num_threads();
-    // the implicit barrier of single: every member sees team before any job starts
-    if (team == numjobs) {
-      const int t = omp_get_thread_num();
-      dojob(t, base + static_cast<std::size_t>(t) * elsize, dojob_data);
-    }
-  }
-#endif
-  if (team == numjobs) return;
-  std::vector<std::thread> others;
-  others.reserve(static_cast<std::size_t>(numjobs - 1));
-  for (int i = 1; i < numjobs; ++i)
-    others.emplace_back(dojob, i, base + static_cast<std::size_t>(i) * elsize, dojob_data);
-  dojob(0, base, dojob_data);
-  for (auto& th : others) th.join();
-}

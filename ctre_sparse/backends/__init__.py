@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 import logging
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["BACKENDS", "CPU_BACKENDS", "BackendUnavailableError", "get_backend",
@@ -26,8 +28,9 @@ _MODULES = {
     "native": "ctre_sparse.backends.native",
     "cuda": "ctre_sparse.backends.cuda",
 }
+_HOST_ARRAY = np.ndarray
 _loaded = {}
-_warned_fallback = False
+_best_cpu_name = None  # what "auto" picks for NumPy arrays, decided at its first use
 
 
 class BackendUnavailableError(RuntimeError):
@@ -85,11 +88,15 @@ def select_backend(name, *arrays):
     "auto" follows the array type: CuPy arrays go to ``cuda``; NumPy arrays to
     ``native`` when the extension is built, else ``numba``, else ``reference``.
     """
-    on_gpu = any(is_gpu_array(a) for a in arrays if a is not None)
+    on_gpu = False
+    for a in arrays:  # a plain loop: this runs several times per mini-batch
+        if type(a) is not _HOST_ARRAY and type(a).__module__.startswith("cupy"):
+            on_gpu = True
+            break
     if name == "auto":
         if on_gpu:
             return get_backend("cuda")
-        return get_backend(_best_cpu())
+        return _loaded[_best_cpu()][0]  # loaded (and available) by _best_cpu
     module = get_backend(name)
     if on_gpu != (name == "cuda"):
         where = "CuPy (GPU)" if on_gpu else "NumPy (CPU)"
@@ -99,12 +106,10 @@ def select_backend(name, *arrays):
 
 
 def _best_cpu():
-    global _warned_fallback
-    for name in _AUTO_CPU_ORDER:
-        if _load(name)[1] is None:
-            if name != "native" and not _warned_fallback:
-                _warned_fallback = True
-                logger.warning("native extension unavailable (%s); using the %s backend",
-                            _load("native")[1], name)
-            return name
-    raise BackendUnavailableError("no CPU backend could be loaded")  # reference always loads
+    global _best_cpu_name
+    if _best_cpu_name is None:
+        _best_cpu_name = next(name for name in _AUTO_CPU_ORDER if _load(name)[1] is None)
+        if _best_cpu_name != "native":  # reference always loads, so next() finds one
+            logger.warning("native extension unavailable (%s); using the %s backend",
+                           _load("native")[1], _best_cpu_name)
+    return _best_cpu_name

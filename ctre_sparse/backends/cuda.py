@@ -19,6 +19,10 @@ How each op runs
   (``cosine.cu``), then a threshold and a stable CuPy sort of the candidates.
 - ``prune_magnitude`` / ``insert``: CuPy array operations (stable sort,
   binary searches, scatters); no custom kernel.
+- the training step: ``bias_activation``, ``activation_backward`` and
+  ``sgd_update`` are grid-stride element-wise kernels (``training.cu``);
+  ``gather_columns`` is ``cupy.take`` (which wraps out-of-range indices
+  around instead of reading out of bounds).
 
 The ``.cu`` sources are read from the installed package (``ctre_sparse/cuda``,
 copied there by ``setup.py``) or, in a source checkout, from ``csrc/cuda``;
@@ -77,6 +81,7 @@ KERNELS = {
     "spmm_t": (("spmm_t_warp", "IFV"), ("spmm_t_block", "IFV")),
     "sddmm": (("sddmm_group", "IF"),),
     "cosine": (("row_norms", "F"), ("cosine_pairs_group", "IF"), ("topk_mask_block", "IF")),
+    "training": (("bias_left_relu", "F"), ("left_relu_backward", "F"), ("sgd_update", "F")),
 }
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
@@ -462,3 +467,45 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
         out_indptr += cp.searchsorted(sorted_new // n_cols,
                                       cp.arange(n_rows + 1, dtype=cp.int64), side="left")
     return out_indptr.astype(indptr.dtype), out_indices, out_data, old_pos, new_pos
+
+
+# ---------------------------------------------------------------- training step
+#: Threads per block of the element-wise training kernels.
+ELEMENTWISE_THREADS = 256
+
+
+def _elementwise(kernel_name, dtype, n, args):
+    if n == 0:
+        return
+    kernel = _kernel("training", kernel_name, VALUE_CTYPES[np.dtype(dtype)])
+    kernel((_blocks(n, ELEMENTWISE_THREADS),), (ELEMENTWISE_THREADS,), args)
+
+
+def gather_columns(X, idx, out):
+    """``out[...] = X[:, idx]`` by ``cupy.take`` (an F-ordered ``X`` by whole sample rows)."""
+    cp = _cupy()
+    if X.flags.c_contiguous:
+        cp.take(X, idx, axis=1, out=out)
+    else:
+        out[...] = cp.take(X.T, idx, axis=0).T
+
+
+def bias_activation(Y, b, slope, Z, A):
+    """``Z = Y + b[:, None]``, ``A = max(Z * slope, Z)``; see the reference contract."""
+    t = Y.dtype.type
+    n_rows, n_cols = Y.shape
+    _elementwise("bias_left_relu", Y.dtype, n_rows * n_cols,
+                 (Y, b, t(slope), Z, A, np.int64(n_rows), np.int64(n_cols)))
+
+
+def activation_backward(Z, G, slope, out):
+    """``out = G * f'(Z)`` for the left-slope ReLU; see the reference contract."""
+    t = G.dtype.type
+    _elementwise("left_relu_backward", G.dtype, G.size,
+                 (Z, G, t(slope), t(1.0 - slope), np.int32(slope == 0), out, np.int64(G.size)))
+
+
+def sgd_update(w, g, v, lr, mu, decay, nesterov):
+    """The fused SGD step, in place; see the reference contract."""
+    _elementwise("sgd_update", w.dtype, w.shape[0],
+                 (w, g, v, lr, mu, decay, np.int32(bool(nesterov)), np.int64(w.shape[0])))

@@ -27,6 +27,26 @@ Kernel contract (shared by every backend; ``I`` = index dtype, ``F`` = value dty
     ``rows[m], cols[m]`` valid, distinct and absent from the pattern (the op layer
     checks). Returns ``(indptr, indices, data, old_pos, new_pos)``: the merged CSR
     (rows sorted), where each old entry and each inserted entry now sits.
+
+The training-step kernels (element-wise; every backend computes each element
+with the same arithmetic as here, so the CPU backends agree bit for bit):
+
+``gather_columns(X, idx, out)``
+    ``X[n, n_samples]`` (C or F order), ``idx[m]`` (any int dtype, in range);
+    ``out[n, m]`` (C order) overwritten with ``X[:, idx]``. O(n * m).
+``bias_activation(Y, b, slope, Z, A)``
+    ``Y[n, m]``, ``b[n]``; ``Z[n, m]`` (may be ``Y``) overwritten with
+    ``Y + b[:, None]`` and ``A[n, m]`` (not ``Z``) with ``max(Z * slope, Z)``,
+    the left-slope ReLU for ``|slope| <= 1`` (``slope`` a Python float, used
+    as a scalar of the arrays' dtype).
+``activation_backward(Z, G, slope, out)``
+    ``out[n, m]`` (may be ``G``) overwritten with ``G * f'(Z)``: ``G * (Z > 0)``
+    for slope 0, else ``G * ((Z > 0) * (1 - slope) + slope)`` with ``1 - slope``
+    computed in float64 and rounded to the dtype.
+``sgd_update(w, g, v, lr, mu, decay, nesterov)``
+    ``w[n], g[n], v[n]`` in place, scalars of their dtype: ``gi = g + decay * w``,
+    ``vi = mu * v + gi``, ``step = lr * (gi + mu * vi if nesterov else vi)``;
+    then ``w -= step``, ``g = step`` and, when ``mu != 0``, ``v = vi``.
 """
 
 from __future__ import annotations
@@ -48,10 +68,12 @@ def _csr(indptr, indices, data, n_cols):
 
 
 def spmm(indptr, indices, data, X, out):
+    """``out[...] = W @ X`` by scipy.sparse (see the kernel contract above)."""
     out[...] = _csr(indptr, indices, data, X.shape[0]) @ X
 
 
 def spmm_t(t_indptr, t_indices, t_perm, data, G, out):
+    """``out[...] = W.T @ G`` from the transpose arrays, by scipy.sparse (contract above)."""
     out[...] = _csr(t_indptr, t_indices, data[t_perm], G.shape[0]) @ G
 
 
@@ -60,6 +82,7 @@ def _rows_of(indptr):
 
 
 def sddmm(indptr, indices, G, X, out):
+    """``out[p] = dot(G[row(p)], X[indices[p]])``, chunk by chunk (contract above)."""
     rows = _rows_of(indptr)
     for s in range(0, rows.shape[0], _CHUNK):
         e = min(s + _CHUNK, rows.shape[0])
@@ -71,6 +94,7 @@ def _row_norms(M):
 
 
 def cosine_pairs(A, B, rows, cols, out):
+    """``out[k] = |cos(A[rows[k]], B[cols[k]])|``, 0 where a norm is 0 (contract above)."""
     na, nb = _row_norms(A), _row_norms(B)
     for s in range(0, rows.shape[0], _CHUNK):
         e = min(s + _CHUNK, rows.shape[0])
@@ -87,6 +111,7 @@ def normalize_rows(M):
 
 
 def topk_cosine(A, B, k, indptr, indices, block_rows):
+    """The ``k`` best absent pairs: blocks of dense products, a streaming top-k (contract above)."""
     An, Bn = normalize_rows(A), normalize_rows(B)
     n_out, n_in = B.shape[0], A.shape[0]
     top = _TopK(k, A.dtype)
@@ -140,6 +165,7 @@ class _TopK:
 
 
 def prune_magnitude(indptr, indices, data, n_remove):
+    """Sorted positions kept after removing the ``n_remove`` smallest ``|data|`` (see above)."""
     order = np.argsort(np.abs(data), kind="stable")
     keep = np.ones(data.shape[0], dtype=bool)
     keep[order[:n_remove]] = False
@@ -147,6 +173,7 @@ def prune_magnitude(indptr, indices, data, n_remove):
 
 
 def insert(indptr, indices, data, rows, cols, values, n_cols):
+    """The merged CSR arrays and where each old and new entry sits (contract above)."""
     n_rows = indptr.shape[0] - 1
     old_keys = _rows_of(indptr) * n_cols + indices.astype(np.int64)
     new_keys = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
@@ -162,3 +189,39 @@ def insert(indptr, indices, data, rows, cols, values, n_cols):
     out_data = np.concatenate([data, values.astype(data.dtype)])[order]
     n_old = old_keys.shape[0]
     return out_indptr, out_indices, out_data, where[:n_old], where[n_old:]
+
+
+# ------------------------------------------------------------------ training step
+def gather_columns(X, idx, out):
+    """``out[...] = X[:, idx]`` (contract above)."""
+    np.take(X, idx, axis=1, out=out)
+
+
+def bias_activation(Y, b, slope, Z, A):
+    """``Z = Y + b[:, None]``, ``A = max(Z * slope, Z)`` as three NumPy passes (contract above)."""
+    np.add(Y, b[:, None], out=Z)
+    np.multiply(Z, Z.dtype.type(slope), out=A)
+    np.maximum(A, Z, out=A)
+
+
+def activation_backward(Z, G, slope, out):
+    """``out = G * f'(Z)`` for the left-slope ReLU (contract above)."""
+    if slope == 0:
+        np.multiply(G, Z > 0, out=out)
+        return
+    t = G.dtype.type
+    factor = np.greater(Z, 0).astype(G.dtype)
+    factor *= t(1.0 - slope)
+    factor += t(slope)
+    np.multiply(G, factor, out=out)
+
+
+def sgd_update(w, g, v, lr, mu, decay, nesterov):
+    """The SGD step as NumPy array expressions, in place (contract above)."""
+    gi = g + decay * w
+    vi = mu * v + gi
+    step = lr * (gi + mu * vi) if nesterov else lr * vi
+    if mu != 0:
+        v[...] = vi
+    g[...] = step
+    w -= step

@@ -1,4 +1,4 @@
-"""The ``ctre-sparse`` command: ``info``, ``train`` and ``bench``.
+"""The ``ctre-sparse`` command: ``info`` and ``train``.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``,
 which adds its parser and sets ``func`` to a callable taking the parsed
@@ -15,7 +15,7 @@ import zipfile
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("info", "train", "bench")
+_SUBCOMMANDS = ("info", "train")
 
 
 def build_parser():

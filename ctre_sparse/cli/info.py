@@ -1,4 +1,4 @@
-"""``ctre-sparse info``: versions, backends, CPU features, threads, index dtypes, GPU."""
+"""``ctre-sparse info``: versions, backends, CPU features, threads, index dtypes, tuning, GPU."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ _INDEX_POLICY = ("int32 by default; int64 when nnz or a dimension exceeds 2**31 
 
 def collect_info():
     """Everything ``info`` reports, as a JSON-able dict."""
+    from .. import tuning
     from ..backends import backend_status
-    from ..bench import machine
+    from .. import machine
 
     status = backend_status()
     return {
@@ -25,6 +26,7 @@ def collect_info():
                 "isa": machine.isa_features(), "native_isa": machine.native_isa()},
         "threads": machine.thread_counts(),
         "index_dtypes": _INDEX_POLICY,
+        "tuning": tuning.status(),
         "cuda": machine.cuda_info(),
     }
 
@@ -53,6 +55,10 @@ def format_info(info):
     t = info["threads"]
     lines.append("threads: " + ", ".join(f"{k}={'-' if t[k] is None else t[k]}" for k in t))
     lines.append(f"index dtypes: {info['index_dtypes']}")
+    tune = info["tuning"]
+    lines.append("tuning (CTRE_SPARSE_TUNING): " + (
+        f"OpenMP spin count {tune['openmp_spin_count']}" if tune["openmp_spin_count"]
+        else f"spin count not set: {tune['reason']}"))
     c = info["cuda"]
     if c.get("available"):
         lines.append(f"cuda: {c['gpu']} ({c['memory_gib']} GiB), CuPy {c['cupy']}, "

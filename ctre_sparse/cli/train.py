@@ -130,7 +130,7 @@ def register(subparsers):
                    help="training samples feeding the cosine similarity (default: all)")
     p.add_argument("--cosine-approx-dim", type=int, default=d["cosine_approx_dim"], metavar="N",
                    help="approximate cosine growth (sketch dimension N) in layers of at least "
-                        "4096 x 4096 positions; smaller layers stay exact; see docs/approx.md "
+                        "4096 x 4096 positions; smaller layers stay exact; see docs/cosine_sketch.md "
                         "(default: off, exact everywhere)")
     p.add_argument("--cosine-approx-oversample", type=int,
                    default=d["cosine_approx_oversample"], metavar="M",
@@ -193,7 +193,7 @@ def _summary(clf, ds, seconds, test_accuracy):
 
 def _write_outputs(clf, ds, out, summary):
     from ..plots import plot_input_connectivity, plot_learning_curves
-    from ..persistence import params_json
+    from .._params import params_json
 
     doc = dict(summary, params=params_json(clf), history=clf.history_)
     (out / "history.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -1,9 +1,15 @@
 """Element-wise activations on feature-major arrays.
 
-Every activation exposes ``forward(Z, out=None) -> A`` and
-``backward(Z, A, dA, work=None) -> dZ``; ``backward`` overwrites ``dA`` with
-the result and returns it, using ``work`` (an array like ``dA``) as scratch
-when given, so the training loop allocates nothing per batch.
+Every activation is an :class:`Activation`: ``forward(Z, out=None) -> A``,
+``forward_with_bias(Y, b, out=...) -> (Z, A)`` (what the model calls: the
+bias added in place, then the activation) and ``backward(Z, A, dA,
+work=None) -> dZ``, which overwrites ``dA`` with the result and returns it,
+using ``work`` (an array like ``dA``, when :attr:`Activation.needs_work`) as
+scratch, so the training loop allocates nothing per batch. The ReLU family
+(:class:`LeftSlopeReLU` and its subclasses) runs the fused ops
+:func:`~ctre_sparse.ops.bias_activation` and
+:func:`~ctre_sparse.ops.activation_backward` (one compiled pass each, on the
+model's backend); tanh and sigmoid are array expressions of NumPy or CuPy.
 
 Names understood by :func:`get_activation`:
 
@@ -24,24 +30,51 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._device import PicklesArrayModule
+from ..device import PicklesArrayModule
+from ..training_ops import activation_backward, bias_activation
 
-__all__ = ["get_activation", "ACTIVATIONS", "ReLU", "LeakyReLU", "Tanh", "Sigmoid",
-           "AlternatedLeftReLU"]
+__all__ = ["get_activation", "ACTIVATIONS", "Activation", "LeftSlopeReLU", "ReLU", "LeakyReLU",
+           "Tanh", "Sigmoid", "AlternatedLeftReLU"]
 
 
-class _Activation(PicklesArrayModule):
-    """Base class: a stateless element-wise function and its derivative."""
+class Activation(PicklesArrayModule):
+    """Base class: a stateless element-wise function and its derivative.
+
+    Subclasses implement :meth:`forward` and :meth:`backward`; they may
+    override :meth:`forward_with_bias` with a fused version.
+    """
 
     name = ""
     #: The array module of the arrays it gets (numpy; the model sets cupy on a GPU).
     xp = np
+    #: Whether :meth:`backward` uses its ``work`` buffer (the model then passes one).
+    needs_work = True
 
     def forward(self, Z, out=None):
         """Return ``f(Z)``, written into ``out`` when given (may be ``Z`` itself)."""
         raise NotImplementedError
 
-    def backward(self, Z, A, dA, work=None):
+    def forward_with_bias(self, Y, b, *, out=None, backend="auto"):
+        """``Z = Y + b[:, None]`` (in place in ``Y``) and ``A = f(Z)`` (into ``out``).
+
+        Parameters
+        ----------
+        Y : ndarray, shape (n, m)
+            A layer's ``W @ X``; receives ``Z``.
+        b : ndarray, shape (n,)
+        out : ndarray, shape (n, m), optional
+            Buffer for ``A`` (not ``Y``).
+        backend : str, default "auto"
+            Backend of the compiled op, for activations that have one.
+
+        Returns
+        -------
+        Z, A : ndarray
+        """
+        Y += b[:, None]
+        return Y, self.forward(Y, out=out)
+
+    def backward(self, Z, A, dA, work=None, *, backend="auto"):
         """Return ``dA * f'(Z)``, computed in place in ``dA``.
 
         Parameters
@@ -53,7 +86,9 @@ class _Activation(PicklesArrayModule):
         dA : ndarray
             Gradient of the loss with respect to ``A``; overwritten.
         work : ndarray like ``dA``, optional
-            Scratch space (allocated when not given).
+            Scratch space (allocated when needed and not given).
+        backend : str, default "auto"
+            Backend of the compiled op, for activations that have one.
         """
         raise NotImplementedError
 
@@ -61,12 +96,27 @@ class _Activation(PicklesArrayModule):
         return f"{type(self).__name__}()"
 
 
-class _LeftSlopeReLU(_Activation):
+class LeftSlopeReLU(Activation):
     """``z`` for ``z > 0``, ``slope * z`` otherwise, with ``|slope| <= 1``.
 
-    Forward is ``max(z, slope * z)`` (equal to the above for ``|slope| <= 1``),
-    two branch-free passes; backward multiplies by a 1-or-``slope`` array.
+    :meth:`forward` is the array expression ``max(z, slope * z)`` (equal to
+    the above for ``|slope| <= 1``); :meth:`forward_with_bias` and
+    :meth:`backward` are the fused ops :func:`~ctre_sparse.ops.bias_activation`
+    and :func:`~ctre_sparse.ops.activation_backward`, which compute the same
+    values (bit for bit on the CPU).
+
+    Parameters
+    ----------
+    slope : float in [-1, 1]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> LeftSlopeReLU(0.5).forward(np.array([[-2.0, 2.0]]))
+    array([[-1.,  2.]])
     """
+
+    needs_work = False
 
     def __init__(self, slope):
         slope = float(slope)
@@ -75,25 +125,29 @@ class _LeftSlopeReLU(_Activation):
         self.slope = slope
 
     def forward(self, Z, out=None):
+        """``max(Z, slope * Z)`` as two array passes (into ``out``, which may be ``Z``)."""
         if out is Z:  # in place: keep a copy of Z for the max
             Z = Z.copy()
         xp = self.xp
         out = xp.multiply(Z, Z.dtype.type(self.slope), out=out)
         return xp.maximum(out, Z, out=out)
 
-    def backward(self, Z, A, dA, work=None):
-        xp = self.xp
-        factor = xp.greater(Z, 0, out=xp.empty_like(dA) if work is None else work)  # 1.0 / 0.0
-        factor *= dA.dtype.type(1.0 - self.slope)
-        factor += dA.dtype.type(self.slope)
-        dA *= factor
-        return dA
+    def forward_with_bias(self, Y, b, *, out=None, backend="auto"):
+        """``Z = Y + b[:, None]`` in place and ``A = f(Z)``: one pass of the op
+        :func:`~ctre_sparse.ops.bias_activation`; returns ``(Z, A)``."""
+        return bias_activation(Y, b, slope=self.slope, out=out, preactivation=Y,
+                               backend=backend)
+
+    def backward(self, Z, A, dA, work=None, *, backend="auto"):
+        """``dA *= f'(Z)`` by the op :func:`~ctre_sparse.ops.activation_backward`; returns ``dA``
+        (``A`` and ``work`` are not needed)."""
+        return activation_backward(Z, dA, slope=self.slope, out=dA, backend=backend)
 
     def __repr__(self):
         return f"{type(self).__name__}(slope={self.slope})"
 
 
-class ReLU(_LeftSlopeReLU):
+class ReLU(LeftSlopeReLU):
     """``max(z, 0)``.
 
     Examples
@@ -108,15 +162,11 @@ class ReLU(_LeftSlopeReLU):
     def __init__(self):
         super().__init__(0.0)
 
-    def backward(self, Z, A, dA, work=None):
-        self.xp.multiply(dA, Z > 0, out=dA)
-        return dA
-
     def __repr__(self):
         return "ReLU()"
 
 
-class LeakyReLU(_LeftSlopeReLU):
+class LeakyReLU(LeftSlopeReLU):
     """Leaky ReLU with left slope ``alpha`` in [0, 1] (default 0.01).
 
     Examples
@@ -134,7 +184,7 @@ class LeakyReLU(_LeftSlopeReLU):
         super().__init__(alpha)
 
 
-class AlternatedLeftReLU(_LeftSlopeReLU):
+class AlternatedLeftReLU(LeftSlopeReLU):
     """All-ReLU: left slope ``-alpha`` on even hidden layers, ``+alpha`` on odd ones.
 
     Parameters
@@ -159,15 +209,17 @@ class AlternatedLeftReLU(_LeftSlopeReLU):
         super().__init__(-alpha if self.layer_index % 2 == 0 else alpha)
 
 
-class Tanh(_Activation):
+class Tanh(Activation):
     """Hyperbolic tangent."""
 
     name = "tanh"
 
     def forward(self, Z, out=None):
+        """``tanh(Z)`` (into ``out`` when given)."""
         return self.xp.tanh(Z, out=out)
 
-    def backward(self, Z, A, dA, work=None):
+    def backward(self, Z, A, dA, work=None, *, backend="auto"):
+        """``dA *= 1 - A**2`` (``work`` as scratch); returns ``dA``."""
         xp = self.xp
         tmp = xp.multiply(A, A, out=work)  # dA * (1 - A^2)
         xp.subtract(1, tmp, out=tmp)
@@ -175,12 +227,13 @@ class Tanh(_Activation):
         return dA
 
 
-class Sigmoid(_Activation):
+class Sigmoid(Activation):
     """Logistic sigmoid ``1 / (1 + exp(-z))``, written as ``(1 + tanh(z/2)) / 2`` (stable)."""
 
     name = "sigmoid"
 
     def forward(self, Z, out=None):
+        """``(1 + tanh(Z / 2)) / 2`` (into ``out`` when given)."""
         xp = self.xp
         out = xp.multiply(Z, 0.5, out=out)
         xp.tanh(out, out=out)
@@ -188,7 +241,8 @@ class Sigmoid(_Activation):
         out *= 0.5
         return out
 
-    def backward(self, Z, A, dA, work=None):
+    def backward(self, Z, A, dA, work=None, *, backend="auto"):
+        """``dA *= A * (1 - A)`` (``work`` as scratch); returns ``dA``."""
         xp = self.xp
         tmp = xp.subtract(1, A, out=work)
         tmp *= A
@@ -204,9 +258,8 @@ def get_activation(name, layer_index=0):
 
     Parameters
     ----------
-    name : str or activation object
-        One of :data:`ACTIVATIONS`; an object with ``forward``/``backward`` is
-        returned unchanged.
+    name : str or Activation
+        One of :data:`ACTIVATIONS`; an :class:`Activation` is returned unchanged.
     layer_index : int, default 0
         Hidden-layer index (only All-ReLU depends on it).
 
@@ -219,7 +272,7 @@ def get_activation(name, layer_index=0):
     >>> get_activation("alternated_left_relu", 1)
     AlternatedLeftReLU(slope=0.6)
     """
-    if hasattr(name, "forward") and hasattr(name, "backward"):
+    if isinstance(name, Activation):
         return name
     if name == "relu":
         return ReLU()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .._device import PicklesArrayModule
+from ..device import PicklesArrayModule, module_for, to_module
 from ..sparse import CSRMatrix
 
 __all__ = ["SparseLinear"]
@@ -32,6 +32,8 @@ class SparseLinear(PicklesArrayModule):
     grad_W : ndarray, shape (nnz,)
         Weight gradient after :meth:`backward`, aligned with ``W.data``.
     grad_b : ndarray, shape (n_out,)
+    xp : module
+        The array module of the layer's arrays (numpy, or cupy after ``to_device``).
 
     Examples
     --------
@@ -68,23 +70,31 @@ class SparseLinear(PicklesArrayModule):
         return self.W.dtype
 
     def set_weight(self, W):
-        """Replace the weight matrix (after a topology change); same shape and dtype."""
+        """Replace the weight matrix (after a topology change); gradients are reset.
+
+        Parameters
+        ----------
+        W : CSRMatrix
+            Same shape and dtype as the current weight.
+        """
         if hasattr(self, "W") and (W.shape != self.W.shape or W.dtype != self.W.dtype):
             raise ValueError(f"new weight must have shape {self.W.shape} and dtype "
                              f"{self.W.dtype}, got {W.shape} and {W.dtype}")
         self.W = W
-        self._xp = W.xp  # the array module (numpy or cupy), cached for the hot loop
-        self.grad_W = self._xp.zeros(W.nnz, dtype=W.dtype)
+        self.xp = W.xp  # the array module (numpy or cupy), kept for the hot loop
+        self.grad_W = self.xp.zeros(W.nnz, dtype=W.dtype)
 
     def to_device(self, device):
         """Move weight, bias and gradients to ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy); in place.
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
 
         Returns
         -------
         self
         """
-        from .._device import module_for, to_module
-
         xp = module_for(device)
         W = self.W.to_device(device)
         self.b = xp.ascontiguousarray(to_module(self.b, xp))
@@ -129,8 +139,8 @@ class SparseLinear(PicklesArrayModule):
         ops.sddmm(self.W, dY, X, out=self.grad_W, backend=self.backend)
         ones = getattr(self, "_ones", None)
         if ones is None or ones.shape[0] != dY.shape[1] or ones.dtype != dY.dtype:
-            ones = self._ones = self._xp.ones_like(dY, shape=(dY.shape[1],))
-        self._xp.matmul(dY, ones, out=self.grad_b)  # row sums by BLAS: ~5x np.sum(axis=1)
+            ones = self._ones = self.xp.ones_like(dY, shape=(dY.shape[1],))
+        self.xp.matmul(dY, ones, out=self.grad_b)  # row sums by BLAS: ~5x np.sum(axis=1)
         if not need_dX:
             return None
         return ops.spmm_t(self.W, dY, out=out, backend=self.backend, check_finite=False)

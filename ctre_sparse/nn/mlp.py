@@ -6,19 +6,57 @@ import logging
 
 import numpy as np
 
-from .._device import PicklesArrayModule, fill_uniform, to_host
 from .._random import check_random_state
 from ..backends import get_backend
+from ..device import (PicklesArrayModule, check_device, fill_uniform, host_scalar, module_for,
+                      require_cuda, to_host)
 from ..sparse import CSRMatrix
-from . import _cpu_kernels
-from .activations import _LeftSlopeReLU, get_activation
+from .activations import get_activation
 from .init import erdos_renyi
 from .layers import SparseLinear
 from .losses import cross_entropy_grad, softmax
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SparseMLP"]
+__all__ = ["SparseMLP", "ForwardBuffers"]
+
+
+class ForwardBuffers(PicklesArrayModule):
+    """The work arrays of forward and backward passes, reused from one call to the next.
+
+    A model keeps one set for its training batches; a caller that runs
+    passes of another shape (the topology update's activation pass) keeps
+    its own (:meth:`SparseMLP.new_buffers`), so neither reallocates the
+    other's arrays at every switch.
+
+    Parameters
+    ----------
+    xp : module
+        numpy or cupy.
+    dtype : dtype
+    """
+
+    def __init__(self, xp, dtype):
+        self.xp = xp
+        self.dtype = np.dtype(dtype)
+        self.arrays = {}
+
+    def get(self, key, shape):
+        """The array called ``key``, of ``shape`` (allocated, uninitialised, when that changed)."""
+        arr = self.arrays.get(key)
+        if arr is None or arr.shape != shape:
+            arr = self.xp.empty(shape, dtype=self.dtype)
+            self.arrays[key] = arr
+        return arr
+
+    def fits(self, model):
+        """Whether these buffers suit ``model`` (same array module and dtype)."""
+        return self.xp is model.xp and self.dtype == model.dtype
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["arrays"] = {}  # scratch space, not state
+        return state
 
 
 class SparseMLP(PicklesArrayModule):
@@ -86,18 +124,16 @@ class SparseMLP(PicklesArrayModule):
                          backend=backend)
             for n_in, n_out in zip(sizes[:-1], sizes[1:])]
         self.device = "cpu"
-        self.xp = np  # array module of every array of the model, cached for the hot loops
-        self._array_type = np.ndarray
+        self.xp = np  # array module of every array of the model, kept for the hot loops
         self._make_activations()
-        self._ws = {}
+        self._buffers = ForwardBuffers(self.xp, self.dtype)
         self._cache = None
 
     def _make_activations(self):
         self.hidden_activations = [get_activation(self.activation, i)
                                    for i in range(len(self.layer_sizes) - 2)]
-        if self.xp is not np:
-            for act in self.hidden_activations:
-                act.xp = self.xp
+        for act in self.hidden_activations:
+            act.xp = self.xp
 
     def to_device(self, device):
         """Move the model to ``"cpu"`` (NumPy arrays) or ``"cuda"`` (CuPy arrays), in place.
@@ -122,8 +158,6 @@ class SparseMLP(PicklesArrayModule):
             not available here (the message gives the reason), or if the
             model's ``backend`` cannot run on that device.
         """
-        from .._device import check_device, module_for, require_cuda
-
         device = check_device(device)
         if device == "cuda":
             require_cuda("SparseMLP.to_device('cuda')")
@@ -134,19 +168,28 @@ class SparseMLP(PicklesArrayModule):
         for layer in self.layers:
             layer.to_device(device)
         self.device, self.xp = device, xp
-        self._array_type = xp.ndarray
-        for act in self.hidden_activations:
-            act.xp = xp
-        self._ws = {}
+        self._make_activations()
+        self._buffers = ForwardBuffers(xp, self.dtype)
         self._cache = None
         return self
 
+    @property
+    def buffers(self):
+        """The model's own :class:`ForwardBuffers` (the work arrays of its training batches)."""
+        return self._buffers
+
+    def new_buffers(self):
+        """Empty :class:`ForwardBuffers` for this model's device and dtype.
+
+        For callers that run passes of their own shape between training
+        batches (see :meth:`activations`).
+        """
+        return ForwardBuffers(self.xp, self.dtype)
+
     def _to_model(self, X):
-        """``X`` (NumPy or this model's array type) as a C-contiguous array of the model."""
-        if self.xp is np:
-            return np.ascontiguousarray(X)
+        """``X`` (NumPy, or this model's array type) as a C-contiguous array of the model."""
         if isinstance(X, np.ndarray):
-            X = np.ascontiguousarray(X)  # one contiguous host block per copy to the device
+            X = np.ascontiguousarray(X)  # one contiguous host block per copy to a device
         return self.xp.ascontiguousarray(self.xp.asarray(X))
 
     # ------------------------------------------------------------ properties
@@ -160,20 +203,12 @@ class SparseMLP(PicklesArrayModule):
         """Total number of stored connections over all layers."""
         return sum(layer.W.nnz for layer in self.layers)
 
-    def _buf(self, key, shape):
-        arr = self._ws.get(key)
-        if arr is None or arr.shape != shape:
-            arr = self.xp.empty(shape, dtype=self.dtype)
-            self._ws[key] = arr
-        return arr
-
     def _check_input(self, X, contiguous=True):
         """``contiguous=False``: any memory order, and NumPy input to a GPU model is accepted."""
-        ok = isinstance(X, self._array_type) or (not contiguous and isinstance(X, np.ndarray))
+        ok = isinstance(X, self.xp.ndarray) or (not contiguous and isinstance(X, np.ndarray))
         if not ok or X.ndim != 2 or X.shape[0] != self.layer_sizes[0]:
-            where = "" if self.xp is np else f" ({self.xp.__name__}: the model is on {self.device})"
-            raise ValueError(f"X must be a feature-major array{where} of shape "
-                             f"({self.layer_sizes[0]}, batch), got "
+            raise ValueError(f"X must be a feature-major {self.xp.__name__} array (the model is "
+                             f"on {self.device}) of shape ({self.layer_sizes[0]}, batch), got "
                              f"{getattr(X, 'shape', type(X).__name__)} ({type(X).__name__})")
         if X.dtype != self.dtype or (contiguous and not X.flags.c_contiguous):
             raise ValueError(f"X must be C-contiguous {self.dtype}, got "
@@ -191,7 +226,7 @@ class SparseMLP(PicklesArrayModule):
             ``rng``, required then when ``dropout > 0``).
         rng : numpy.random.Generator, optional
             A CuPy generator when the model is on the GPU (see
-            :func:`ctre_sparse._device.device_generator`).
+            :func:`ctre_sparse.device.dropout_generator`).
 
         Returns
         -------
@@ -201,41 +236,36 @@ class SparseMLP(PicklesArrayModule):
         self._check_input(X)
         if training and self.dropout > 0 and rng is None:
             raise ValueError("forward(training=True) with dropout needs rng")
+        return self._forward(X, self._buffers, training, rng)[0]
+
+    def _forward(self, X, buffers, training=False, rng=None):
+        """``(P, hidden outputs)`` of a checked ``X``, computed in ``buffers``."""
         batch = X.shape[1]
         inputs, Zs, As, masks = [X], [], [], []
         H = X
         last = self.n_layers - 1
         for i, layer in enumerate(self.layers):
-            Zbuf = self._buf(("Z", i), (layer.W.n_out, batch))
-            act = self.hidden_activations[i] if i < last else None
-            if self._fused(act):  # W @ H, then bias + activation in one parallel pass
-                Z = layer.forward(H, out=Zbuf, bias=False)
-                A = self._buf(("A", i), Z.shape)
-                _cpu_kernels.bias_left_relu_forward(Z, layer.b, Z.dtype.type(act.slope), Z, A)
-                Zs.append(Z)
-            else:
-                Z = layer.forward(H, out=Zbuf)
-                Zs.append(Z)
-                if i == last:
-                    break
-                A = act.forward(Z, out=self._buf(("A", i), Z.shape))
+            Y = layer.forward(H, out=buffers.get(("Z", i), (layer.W.n_out, batch)),
+                              bias=i == last)
+            if i == last:
+                Zs.append(Y)
+                break
+            Z, A = self.hidden_activations[i].forward_with_bias(
+                Y, layer.b, out=buffers.get(("A", i), Y.shape), backend=self.backend)
+            Zs.append(Z)
             As.append(A)
             H = A
             if training and self.dropout > 0:
-                M = self._buf(("M", i), Z.shape)
-                xp = self.xp
-                if xp is np:
-                    rng.random(out=M, dtype=self.dtype)
-                else:
-                    fill_uniform(rng, M)
-                xp.greater_equal(M, self.dtype.type(self.dropout), out=M)  # 1.0 = keep
+                M = fill_uniform(rng, buffers.get(("M", i), Z.shape))
+                self.xp.greater_equal(M, self.dtype.type(self.dropout), out=M)  # 1.0 = keep
                 M *= self.dtype.type(1.0 / (1.0 - self.dropout))
-                H = xp.multiply(A, M, out=self._buf(("D", i), Z.shape))
+                H = self.xp.multiply(A, M, out=buffers.get(("D", i), Z.shape))
                 masks.append(M)
             inputs.append(H)
-        P, lse = softmax(Zs[-1], out=self._buf("P", Zs[-1].shape), return_lse=True, xp=self.xp)
+        P, lse = softmax(Zs[-1], out=buffers.get("P", Zs[-1].shape), return_lse=True,
+                         xp=self.xp)
         self._cache = (inputs, Zs, As, masks, P, lse) if training else None
-        return P
+        return P, As
 
     def backward(self, y):
         """Back-propagate the mean softmax cross-entropy of the last training forward.
@@ -258,38 +288,22 @@ class SparseMLP(PicklesArrayModule):
             raise RuntimeError("backward() needs a preceding forward(X, training=True)")
         inputs, Zs, As, masks, P, lse = self._cache
         self._cache = None
-        xp = self.xp
-        if xp is not np and isinstance(y, np.ndarray):
-            y = xp.asarray(y)  # host labels on a GPU model: one small copy
-        cols = xp.arange(P.shape[1])
-        loss = xp.mean(lse - Zs[-1][y, cols])
-        if xp is np:
-            loss = float(loss)
-        G = cross_entropy_grad(P, y, out=self._buf(("G", self.n_layers - 1), P.shape), xp=xp)
-        for i in range(self.n_layers - 1, -1, -1):
-            dH = self.layers[i].backward(G, inputs[i], need_dX=i > 0,
-                                         out=self._buf(("dH", i), inputs[i].shape)
-                                         if i > 0 else None)
-            if i == 0:
-                break
+        xp, buffers = self.xp, self._buffers
+        y = xp.asarray(y)  # host labels on a GPU model: one small copy
+        loss = host_scalar(xp.mean(lse - Zs[-1][y, xp.arange(P.shape[1])]))
+        G = cross_entropy_grad(P, y, out=buffers.get(("G", self.n_layers - 1), P.shape), xp=xp)
+        for i in range(self.n_layers - 1, 0, -1):
+            dH = self.layers[i].backward(G, inputs[i], out=buffers.get(("dH", i),
+                                                                        inputs[i].shape))
             if masks:
                 dH *= masks[i - 1]
             act = self.hidden_activations[i - 1]
-            if self._fused(act):  # dH *= f'(Z) in one parallel pass
-                t = dH.dtype.type
-                _cpu_kernels.left_relu_backward(Zs[i - 1], dH, t(act.slope),
-                                                t(1.0 - act.slope), act.slope == 0.0)
-                G = dH
-            else:
-                G = act.backward(Zs[i - 1], As[i - 1], dH, work=self._buf(("W", i), dH.shape))
+            work = buffers.get(("W", i), dH.shape) if act.needs_work else None
+            G = act.backward(Zs[i - 1], As[i - 1], dH, work=work, backend=self.backend)
+        self.layers[0].backward(G, inputs[0], need_dX=False)
         return loss
 
-    def _fused(self, act):
-        """True when the compiled CPU kernels handle ``act`` (NumPy model, ReLU family)."""
-        return (act is not None and self.xp is np and _cpu_kernels.AVAILABLE
-                and isinstance(act, _LeftSlopeReLU))
-
-    def activations(self, X, batch_size=1024):
+    def activations(self, X, batch_size=1024, *, buffers=None):
         """Per-layer post-activation outputs, for cosine growth.
 
         Computed ``batch_size`` columns at a time, so the temporaries stay
@@ -300,6 +314,11 @@ class SparseMLP(PicklesArrayModule):
         X : ndarray, shape (n_in, n_samples)
             Any memory order (copied to C order when it is not).
         batch_size : int, default 1024
+        buffers : ForwardBuffers, optional
+            Work arrays of the forward passes (:meth:`new_buffers`); default:
+            the model's own, which its training batches use. A caller that
+            alternates this pass with training keeps its own, so that neither
+            reallocates the other's arrays. The values do not depend on it.
 
         Returns
         -------
@@ -310,15 +329,20 @@ class SparseMLP(PicklesArrayModule):
             is copied to a GPU model's device first).
         """
         self._check_input(X, contiguous=False)
+        if buffers is None:
+            buffers = self._buffers
+        elif not buffers.fits(self):
+            raise ValueError("buffers are for another device or dtype; use model.new_buffers()")
         X = self._to_model(X)
         n = X.shape[1]
         xp = self.xp
         acts = [X] + [xp.empty((size, n), dtype=self.dtype) for size in self.layer_sizes[1:]]
         for s in range(0, n, batch_size):
             e = min(n, s + batch_size)
-            P = self.forward(X if e - s == n else xp.ascontiguousarray(X[:, s:e]))
-            for i in range(self.n_layers - 1):
-                acts[i + 1][:, s:e] = self._ws[("A", i)]
+            P, hidden = self._forward(X if e - s == n else xp.ascontiguousarray(X[:, s:e]),
+                                      buffers)
+            for i, A in enumerate(hidden):
+                acts[i + 1][:, s:e] = A
             acts[-1][:, s:e] = P
         return acts
 
@@ -378,7 +402,7 @@ class SparseMLP(PicklesArrayModule):
             W = CSRMatrix(_host_array(d[f"layers.{i}.data"], dtype=self.dtype),
                           _host_array(d[f"layers.{i}.indices"]),
                           _host_array(d[f"layers.{i}.indptr"]), layer.W.shape, full_check=True)
-            layer.set_weight(W if self.xp is np else W.to_device(self.device))
+            layer.set_weight(W.to_device(self.device))
             layer.b[...] = self.xp.asarray(d[f"layers.{i}.bias"])
         self._cache = None
 

@@ -6,9 +6,8 @@ import logging
 
 import numpy as np
 
-from .._device import PicklesArrayModule, module_for, sgd_update_kernel, to_host, to_module
-from ..sparse import array_module
-from . import _cpu_kernels
+from ..device import PicklesArrayModule, array_module, module_for, to_host, to_module
+from ..training_ops import sgd_update
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +39,9 @@ class SGD(PicklesArrayModule):
     schedule : callable or None
         ``schedule(epoch) -> lr or None`` (``epoch`` counts from 0), asked at
         :meth:`start_epoch`; None keeps ``learning_rate``.
-    fused : bool, default True
-        Apply the update in one compiled pass (numba on the CPU, when numba
-        is importable; a CuPy ``ElementwiseKernel`` on the GPU); False uses
-        array operations of NumPy/CuPy (same arithmetic).
+    backend : str, default "auto"
+        Backend of the update, :func:`~ctre_sparse.ops.sgd_update` (one
+        compiled pass over each array; ``"reference"`` runs the NumPy formula).
 
     Notes
     -----
@@ -58,7 +56,7 @@ class SGD(PicklesArrayModule):
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4,
-                 schedule=None, fused=True):
+                 schedule=None, backend="auto"):
         if not float(learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
         if not 0.0 <= float(momentum) < 1.0:
@@ -72,12 +70,11 @@ class SGD(PicklesArrayModule):
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
         self.schedule = schedule
-        self.fused = bool(fused) and _cpu_kernels.AVAILABLE
+        self.backend = backend
         self.current_lr = self.learning_rate
         self.velocity_W = None  # list of arrays aligned with each layer's W.data
         self.velocity_b = None
-        self._tmp = {}
-        self._xp = np  # array module of the state (numpy, or cupy after to_device)
+        self.xp = np  # array module of the state (numpy, or cupy after to_device)
 
     def start_epoch(self, epoch):
         """Set the learning rate for ``epoch`` (0-based) from the schedule; return it."""
@@ -88,58 +85,38 @@ class SGD(PicklesArrayModule):
         return self.current_lr
 
     def _init_state(self, model):
-        self._xp = xp = array_module(model.layers[0].W.data)
+        self.xp = xp = array_module(model.layers[0].W.data)
         self.velocity_W = [xp.zeros_like(layer.W.data) for layer in model.layers]
         self.velocity_b = [xp.zeros_like(layer.b) for layer in model.layers]
 
     def to_device(self, device):
-        """Move the momentum arrays to ``"cpu"`` or ``"cuda"`` (in place); returns self."""
+        """Move the momentum arrays to ``"cpu"`` or ``"cuda"`` (in place).
+
+        Parameters
+        ----------
+        device : {"cpu", "cuda"}
+
+        Returns
+        -------
+        self
+        """
         xp = module_for(device)
         if self.velocity_W is not None:
             self.velocity_W = [to_module(v, xp) for v in self.velocity_W]
             self.velocity_b = [to_module(v, xp) for v in self.velocity_b]
-        self._xp = xp
-        self._tmp = {}
+        self.xp = xp
         return self
 
-    def _scratch(self, key, like):
-        tmp = self._tmp.get(key)
-        if tmp is None or tmp.shape != like.shape or tmp.dtype != like.dtype:
-            tmp = self._xp.empty_like(like)
-            self._tmp[key] = tmp
-        return tmp
-
-    def _update(self, w, g, v, tmp, decay):
-        if self.fused:
-            t = w.dtype.type  # scalars in the array dtype: float32 math stays float32
-            if self._xp is np:
-                _cpu_kernels.sgd_update(w, g, v, t(self.current_lr), t(self.momentum), t(decay),
-                                        self.nesterov)
-            else:
-                sgd_update_kernel()(t(self.current_lr), t(self.momentum), t(decay),
-                                    np.int32(self.nesterov), w, g, v)
-            return
-        xp = self._xp
-        if decay:
-            xp.multiply(w, decay, out=tmp)
-            g += tmp
-        if self.momentum:
-            v *= self.momentum
-            v += g
-            if self.nesterov:
-                xp.multiply(v, self.momentum, out=tmp)
-                g += tmp
-            else:
-                g[...] = v
-        g *= self.current_lr
-        w -= g
+    def _update(self, w, g, v, decay):
+        sgd_update(w, g, v, learning_rate=self.current_lr, momentum=self.momentum,
+                   weight_decay=decay, nesterov=self.nesterov, backend=self.backend)
 
     def step(self, model):
         """Apply one update to every layer of ``model`` in place."""
         if self.velocity_W is None:
             self._init_state(model)
-        if getattr(model, "xp", np) is not self._xp:
-            raise ValueError(f"the optimizer state is on {self._xp.__name__} arrays, the model on "
+        if getattr(model, "xp", np) is not self.xp:
+            raise ValueError(f"the optimizer state is on {self.xp.__name__} arrays, the model on "
                              f"{model.xp.__name__} ones; move both (Trainer.to_device)")
         if len(self.velocity_W) != model.n_layers:
             raise ValueError(f"optimizer holds state for {len(self.velocity_W)} layers, the "
@@ -149,10 +126,8 @@ class SGD(PicklesArrayModule):
             if v.shape[0] != layer.W.nnz:
                 raise ValueError(f"layer {i}: momentum has {v.shape[0]} entries but W has "
                                  f"{layer.W.nnz}; call remap() after changing the topology")
-            self._update(layer.W.data, layer.grad_W, v,
-                         None if self.fused else self._scratch(("W", i), v), self.weight_decay)
-            self._update(layer.b, layer.grad_b, self.velocity_b[i],
-                         None if self.fused else self._scratch(("b", i), layer.b), 0.0)
+            self._update(layer.W.data, layer.grad_W, v, self.weight_decay)
+            self._update(layer.b, layer.grad_b, self.velocity_b[i], 0.0)
 
     def remap(self, layer_index, kept, old_positions, new_positions, new_nnz):
         """Carry the momentum of layer ``layer_index`` over a prune + insert.
@@ -213,9 +188,8 @@ class SGD(PicklesArrayModule):
         if n == 0:
             self.velocity_W = self.velocity_b = None
         else:
-            self.velocity_W = [_state_array(d[f"velocity.{i}.W"], self._xp) for i in range(n)]
-            self.velocity_b = [_state_array(d[f"velocity.{i}.b"], self._xp) for i in range(n)]
-        self._tmp = {}
+            self.velocity_W = [_state_array(d[f"velocity.{i}.W"], self.xp) for i in range(n)]
+            self.velocity_b = [_state_array(d[f"velocity.{i}.b"], self.xp) for i in range(n)]
 
     def __repr__(self):
         return (f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
@@ -229,5 +203,4 @@ def _host_copy(arr):
 
 def _state_array(arr, xp):
     """A copy of a saved array (NumPy or CuPy) in the array module ``xp``."""
-    arr = np.array(to_host(arr))
-    return arr if xp is np else xp.asarray(arr)
+    return to_module(np.array(to_host(arr)), xp)

@@ -11,7 +11,7 @@ weights and the optimizer remap are the updater's job
     The ``n`` absent connections with the largest ``|cos|`` between the
     activations of their two neurons, by the context's ``cosine_mode``:
     ``"exact"`` :func:`~ctre_sparse.ops.topk_cosine`, ``"sketch"``
-    :func:`~ctre_sparse.approx.topk_cosine_sketch`, ``"index"``
+    :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch`, ``"index"``
     :func:`~ctre_sparse.cosine_index.topk_cosine_index`.
 ``"ctre_seq"`` (Atashgahi et al. 2022)
     Cosine until the monitored validation accuracy has not improved for
@@ -30,9 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import approx, cosine_index, ops
-from .._device import to_host
-from ..sparse import array_module
+from .. import cosine_index, cosine_sketch, ops
+from ..device import array_module, to_host
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +65,10 @@ def _in_set(keys, sorted_ref, total):
     Binary searches of unsorted keys miss the cache at every step: for
     12,000 keys against 12,000 that is ~1 ms, the table ~0.05 ms.
     """
-    if array_module(keys) is not np or total > TABLE_POSITIONS:
+    if total > TABLE_POSITIONS:
         return _in_sorted(keys, sorted_ref)
-    table = np.zeros(total, dtype=bool)
+    xp = array_module(keys)
+    table = xp.zeros(total, dtype=bool)
     table[sorted_ref] = True
     return table[keys]
 
@@ -80,8 +80,6 @@ def _in_excluded(draw, exclude):
     mask comes back, never the O(nnz) keys.
     """
     xp = array_module(exclude)
-    if xp is np:
-        return _in_sorted(draw, exclude)
     return to_host(_in_sorted(xp.asarray(draw), exclude))
 
 
@@ -183,13 +181,13 @@ class GrowthContext:
     block_bytes : int
         Memory budget of one block in :func:`~ctre_sparse.ops.topk_cosine`.
     cosine_approx_dim : int or None
-        Sketch dimension of :func:`~ctre_sparse.approx.topk_cosine_sketch`
+        Sketch dimension of :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch`
         (its default ``rank``); None with ``cosine_mode="sketch"``: 128.
     cosine_approx_oversample : int
-        ``oversample`` of :func:`~ctre_sparse.approx.topk_cosine_sketch`.
+        ``oversample`` of :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch`.
     cosine_mode : {"exact", "sketch", "index"}
         How the cosine picks are found: :func:`~ctre_sparse.ops.topk_cosine`,
-        :func:`~ctre_sparse.approx.topk_cosine_sketch` or
+        :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch` or
         :func:`~ctre_sparse.cosine_index.topk_cosine_index` (its defaults).
         The approximate ones draw their randomness from the ``rng`` passed to
         :meth:`GrowthStrategy.choose`; exact leaves it untouched.
@@ -253,6 +251,7 @@ class RandomGrowth(GrowthStrategy):
     name = "random"
 
     def choose(self, ctx, n, rng):
+        """``n`` absent connections drawn uniformly (``n_cosine`` 0)."""
         return _random_pick(ctx, n, rng)
 
 
@@ -263,6 +262,7 @@ class CosineGrowth(GrowthStrategy):
 
     @property
     def needs_activations(self):
+        """Always: the picks are scored on the activations."""
         return True
 
     def _cosine(self, ctx, n, rng):
@@ -277,7 +277,7 @@ class CosineGrowth(GrowthStrategy):
             rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
                                             block_bytes=ctx.block_bytes, backend=ctx.backend)
         elif ctx.cosine_mode == "sketch":  # the sketch's own block default (grows with k)
-            rows, cols, _ = approx.topk_cosine_sketch(
+            rows, cols, _ = cosine_sketch.topk_cosine_sketch(
                 ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim or 128,
                 oversample=ctx.cosine_approx_oversample, random_state=rng,
                 backend=ctx.backend)
@@ -290,6 +290,7 @@ class CosineGrowth(GrowthStrategy):
         return rows.astype(np.int64), cols.astype(np.int64)
 
     def choose(self, ctx, n, rng):
+        """The ``n`` best absent pairs by ``|cos|``, all counted as cosine picks."""
         rows, cols = self._cosine(ctx, n, rng)
         return rows, cols, int(rows.shape[0])
 
@@ -316,9 +317,11 @@ class CTRESeqGrowth(CosineGrowth):
 
     @property
     def needs_activations(self):
+        """Until the switch to random growth."""
         return not self.switched
 
     def observe(self, monitor):
+        """Count epochs without improvement of ``monitor``; switch after ``patience`` of them."""
         if monitor is None or self.switched:
             return
         monitor = float(monitor)
@@ -332,15 +335,18 @@ class CTRESeqGrowth(CosineGrowth):
                         "cosine to random growth", self.best, self.wait)
 
     def choose(self, ctx, n, rng):
+        """Cosine picks before the switch, random ones after."""
         if self.switched:
             return _random_pick(ctx, n, rng)
         return super().choose(ctx, n, rng)
 
     def state_dict(self):
+        """The name, ``patience``, the best monitored value, the wait and the switch."""
         return {"name": self.name, "patience": self.patience, "best": self.best,
                 "wait": self.wait, "switched": self.switched}
 
     def load_state_dict(self, d):
+        """Restore :meth:`state_dict`."""
         super().load_state_dict(d)
         self.patience = int(d["patience"])
         self.best = None if d["best"] is None else float(d["best"])
@@ -362,6 +368,7 @@ class CTRESimGrowth(CosineGrowth):
     name = "ctre_sim"
 
     def choose(self, ctx, n, rng):
+        """Cosine picks, those that re-add a connection pruned in this step replaced at random."""
         rows, cols = self._cosine(ctx, n, rng)
         xp = array_module(rows)  # the device of the layer: the bookkeeping stays there
         n_in = ctx.W.n_in
@@ -391,6 +398,7 @@ class StaticGrowth(GrowthStrategy):
     prunes = False
 
     def choose(self, ctx, n, rng):
+        """Never called (``prunes`` is False): raises RuntimeError."""
         raise RuntimeError("static growth never grows connections")
 
 

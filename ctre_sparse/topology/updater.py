@@ -10,7 +10,8 @@ import numpy as np
 from .. import ops
 from .._random import check_random_state
 from ..backends import get_backend
-from ..sparse import array_module
+from ..checks import check_int
+from ..device import array_module
 from .growth import GrowthContext, get_growth
 
 logger = logging.getLogger(__name__)
@@ -65,10 +66,10 @@ class TopologyUpdater:
         Off (None, the default): cosine growth is exact everywhere. An int
         >= 1: layers with ``n_out * n_in >= cosine_approx_min_pairs`` choose
         their cosine picks with
-        :func:`~ctre_sparse.approx.topk_cosine_sketch` (sketch dimension
+        :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch` (sketch dimension
         ``cosine_approx_dim``, its default ``rank``, the projection drawn
         from the update's ``rng``): faster on wide layers, at the cost of
-        missing some of the exact top pairs (docs/approx.md). Smaller layers
+        missing some of the exact top pairs (docs/cosine_sketch.md). Smaller layers
         stay exact. Only the cosine strategies ("cosine", "ctre_seq",
         "ctre_sim") use it.
     cosine_approx_oversample : int, default 4
@@ -79,7 +80,7 @@ class TopologyUpdater:
         How the cosine strategies find their picks in each layer. "exact":
         :func:`~ctre_sparse.ops.topk_cosine` (every absent pair,
         ``O(n_out * n_in * S)``); "sketch":
-        :func:`~ctre_sparse.approx.topk_cosine_sketch` (every pair on a
+        :func:`~ctre_sparse.cosine_sketch.topk_cosine_sketch` (every pair on a
         projection; ``cosine_approx_dim`` or 128 coordinates); "index":
         :func:`~ctre_sparse.cosine_index.topk_cosine_index` (nearest-neighbour
         candidates, sublinear in pairs). "auto": exact while ``n_out * n_in
@@ -113,11 +114,11 @@ class TopologyUpdater:
         if int(cosine_samples) < 1:
             raise ValueError(f"cosine_samples must be >= 1, got {cosine_samples!r}")
         self.cosine_approx_dim = (None if cosine_approx_dim is None
-                                  else ops._check_int("cosine_approx_dim", cosine_approx_dim, 1))
-        self.cosine_approx_oversample = ops._check_int("cosine_approx_oversample",
-                                                   cosine_approx_oversample, 1)
-        self.cosine_approx_min_pairs = ops._check_int("cosine_approx_min_pairs",
-                                                  cosine_approx_min_pairs, 0)
+                                  else check_int("cosine_approx_dim", cosine_approx_dim, 1))
+        self.cosine_approx_oversample = check_int("cosine_approx_oversample",
+                                                  cosine_approx_oversample, 1)
+        self.cosine_approx_min_pairs = check_int("cosine_approx_min_pairs",
+                                                 cosine_approx_min_pairs, 0)
         if cosine_mode not in COSINE_MODES:
             raise ValueError(f"cosine_mode must be one of {COSINE_MODES}, got {cosine_mode!r}")
         self.cosine_mode = cosine_mode
@@ -128,11 +129,11 @@ class TopologyUpdater:
         self.cosine_samples = int(cosine_samples)
         self.block_bytes = int(block_bytes)
         self.backend = backend
-        self._act_ws = None  # (weakref to the model, its array module, workspace dict)
+        self._act_buffers = None  # (weakref to the model, its ForwardBuffers for this pass)
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_act_ws"] = None  # a cache of buffers (and a weak reference): not state
+        state["_act_buffers"] = None  # a cache of buffers (and a weak reference): not state
         return state
 
     def observe(self, monitor):
@@ -152,38 +153,31 @@ class TopologyUpdater:
         n_samples = self._samples(model)
         if n > n_samples:
             idx = np.sort(rng.choice(n, size=n_samples, replace=False))
-            X = X[:, idx if xp is np else xp.asarray(idx)]
-        return self._activations(model, np.ascontiguousarray(X) if xp is np else X)
+            X = X[:, xp.asarray(idx)]
+        return self._activations(model, xp.ascontiguousarray(X))
 
     def _activations(self, model, X):
-        """``model.activations(X)`` with forward buffers of the updater's own.
+        """``model.activations(X)`` in forward buffers of the updater's own.
 
         The activation pass runs on ``cosine_samples`` columns in equal chunks
         of at most :data:`ACTIVATION_CHUNK`, the training loop on mini-batches:
-        sharing the model's workspace, each would reallocate the other's
-        buffers at every update (here and at the next mini-batch), and the
-        fresh pages fault in (about 9,500 page faults, 10-15 ms per update at
-        width 1000 with 2,000 samples on the 2-core benchmark VM). The buffers
-        of the activation pass are kept here between updates (for one model
-        at a time, on its device), so the training buffers stay put. The values are the same either way
-        (the buffers are scratch, and every backend computes a sample's
-        forward pass independently of the chunk it is in; tested).
+        in one set of buffers, each would reallocate the other's at every
+        update (here and at the next mini-batch), and the fresh pages fault in
+        (about 9,500 page faults, 10-15 ms per update at width 1000 with 2,000
+        samples on 2 cores). So the updater keeps the buffers of this pass
+        between updates (for one model at a time, on its device). The values
+        are the same either way (every backend computes a sample's forward
+        pass independently of the chunk it is in; tested).
         """
         n = X.shape[1]
         chunk = max(1, -(-n // max(1, -(-n // ACTIVATION_CHUNK))))  # equal chunks, one shape
-        ws = getattr(model, "_ws", None)
-        if not isinstance(ws, dict):
-            return model.activations(X, batch_size=chunk)
-        cached = self._act_ws
-        own = {}
-        if cached is not None and cached[0]() is model and cached[1] is model.xp:
-            own = cached[2]
-        model._ws = own
-        try:
-            return model.activations(X, batch_size=chunk)
-        finally:
-            self._act_ws = (weakref.ref(model), model.xp, model._ws)
-            model._ws = ws
+        cached = self._act_buffers
+        if cached is not None and cached[0]() is model and cached[1].fits(model):
+            buffers = cached[1]
+        else:
+            buffers = model.new_buffers()
+            self._act_buffers = (weakref.ref(model), buffers)
+        return model.activations(X, batch_size=chunk, buffers=buffers)
 
     def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None):
         """Prune and regrow every layer of ``model`` in place.
@@ -251,9 +245,8 @@ class TopologyUpdater:
                                f"for layer {i}, expected {n}")
         bound = np.sqrt(6.0 / W.n_in)
         values = rng.uniform(-bound, bound, n).astype(W.dtype)
-        xp = W.xp
-        if xp is not np:  # random picks and new values are drawn on the host: O(n) moves
-            rows, cols, values = xp.asarray(rows), xp.asarray(cols), xp.asarray(values)
+        xp = W.xp  # random picks and new values are drawn on the host: O(n) moves to a GPU
+        rows, cols, values = xp.asarray(rows), xp.asarray(cols), xp.asarray(values)
         merged = ops.insert(pruned.matrix, rows, cols, values, backend=self.backend)
         layer.set_weight(merged.matrix)
         if optimizer is not None:

@@ -20,7 +20,7 @@ def plot_kernels(records, path, *, batch=128, dtype="float32", series="grid"):
     Parameters
     ----------
     records : list of dict
-        As written by ``ctre-sparse bench kernels --json``.
+        As written by ``python benchmarks/bench_kernels.py --json``.
     path : str
         PNG file to write (folders are created).
     batch : int, default 128

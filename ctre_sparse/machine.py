@@ -1,7 +1,7 @@
-"""What machine a measurement ran on: CPU, ISA features, threads, library versions.
+"""What this machine has: CPU model, ISA features, usable cores, threads, library versions, GPU.
 
-Shared by ``ctre-sparse info`` and the benchmark records, so that every
-number written to disk says where it came from.
+``ctre-sparse info`` reports it; the benchmarks (``benchmarks/``) put it in
+every record, so that every number written to disk says where it came from.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 logger = logging.getLogger(__name__)
 
 __all__ = ["KERNEL_ISA_FLAGS", "cpu_model", "cpu_flags", "isa_features", "usable_cores",
-           "library_versions", "thread_counts", "native_isa", "cuda_info", "machine_block"]
+           "library_versions", "thread_counts", "native_isa", "cuda_info"]
 
 #: CPU flags (as spelled in /proc/cpuinfo) that matter to the kernels.
 KERNEL_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq",
@@ -31,7 +31,7 @@ def _cpuinfo_lines(path="/proc/cpuinfo"):
 
 
 def cpu_model(path="/proc/cpuinfo"):
-    """The CPU model name, from /proc/cpuinfo where it exists, else :mod:`platform`."""
+    """The CPU model name, from ``path`` (/proc/cpuinfo) where it exists, else :mod:`platform`."""
     for line in _cpuinfo_lines(path):
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
@@ -39,7 +39,7 @@ def cpu_model(path="/proc/cpuinfo"):
 
 
 def cpu_flags(path="/proc/cpuinfo"):
-    """The set of CPU feature flags of the first CPU (empty where /proc/cpuinfo is missing)."""
+    """The set of CPU feature flags of the first CPU in ``path`` (empty where it is missing)."""
     for line in _cpuinfo_lines(path):
         if line.startswith("flags") or line.startswith("Features"):
             return set(line.split(":", 1)[1].split())
@@ -47,7 +47,7 @@ def cpu_flags(path="/proc/cpuinfo"):
 
 
 def isa_features(path="/proc/cpuinfo"):
-    """``{flag: bool}`` for the flags in :data:`KERNEL_ISA_FLAGS`, or None if unknown."""
+    """``{flag: bool}`` for the flags in :data:`KERNEL_ISA_FLAGS` (from ``path``), or None."""
     flags = cpu_flags(path)
     if not flags:
         return None
@@ -71,8 +71,8 @@ def _version(module_name):
 
 
 def library_versions(optional=("torch", "cupy", "matplotlib")):
-    """Versions of Python and the libraries the kernels and peers use (None: not importable)."""
-    from .._version import __version__
+    """Versions of Python, the core libraries and the ``optional`` ones (None: not importable)."""
+    from ._version import __version__
 
     versions = {"ctre_sparse": __version__, "python": platform.python_version()}
     for name in ("numpy", "scipy", "numba") + tuple(optional):
@@ -84,7 +84,7 @@ def thread_counts():
     """Thread counts: native (if built), numba, torch (if imported), OMP_NUM_THREADS."""
     counts = {"native": None, "numba": None, "torch": None,
               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
-    from ..backends import get_backend, backend_status
+    from .backends import backend_status, get_backend
 
     if backend_status()["native"] is None:
         native = get_backend("native")
@@ -103,7 +103,7 @@ def thread_counts():
 
 def native_isa():
     """The code path the native kernels use here (e.g. "avx512"), or None if not built."""
-    from ..backends import backend_status, get_backend
+    from .backends import backend_status, get_backend
 
     if backend_status()["native"] is not None:
         return None
@@ -132,58 +132,3 @@ def cuda_info():
     except Exception as exc:  # driver missing, no device, ...
         return {"available": False, "reason": f"{type(exc).__name__}: {exc}",
                 "cupy": getattr(cupy, "__version__", None)}
-
-
-def _loadavg():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def machine_block(threads=None, device="cpu"):
-    """A compact, JSON-able description of this machine for benchmark records.
-
-    Parameters
-    ----------
-    threads : int, optional
-        Threads the benchmark ran with.
-    device : {"cpu", "cuda"}
-        Adds the GPU description for "cuda".
-    """
-    features = isa_features() or {}
-    block = {
-        "cpu": cpu_model(),
-        "cores": usable_cores(),
-        "threads": threads,
-        "isa": sorted(k for k, v in features.items() if v),
-        "native_isa": native_isa(),
-        "platform": platform.platform(terse=True),
-        "loadavg": _loadavg(),
-        "versions": {k: v for k, v in library_versions().items() if v is not None},
-    }
-    if device == "cuda":
-        block["gpu"] = cuda_info()
-    return block
-
-
-def code_version():
-    """``{"commit", "dirty"}`` of the git checkout the package runs from (None outside one).
-
-    ``dirty`` lists the modified tracked files under ``ctre_sparse/`` and
-    ``csrc/``: the timed code is the commit plus those changes.
-    """
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                 "ctre_sparse", "csrc"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        logger.debug("no git version: %s", exc)
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": sorted(line[3:] for line in status.splitlines())}

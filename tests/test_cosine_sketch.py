@@ -9,9 +9,9 @@ import pytest
 
 from conftest import (CPU_BACKENDS, brute_cosine, csr_to_device, reset_hwm, to_device, to_host,
                       vm_hwm_kib)
-import ctre_sparse.approx
+import ctre_sparse.cosine_sketch
 from ctre_sparse import CSRMatrix
-from ctre_sparse.approx import sketch, topk_cosine_sketch, topk_recall
+from ctre_sparse.cosine_sketch import sketch, topk_cosine_sketch, topk_recall
 from ctre_sparse.nn.init import erdos_renyi
 from ctre_sparse.ops import cosine_pairs, spmm, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
@@ -344,7 +344,7 @@ def test_sketch_errors():
 
 
 def test_doctests():
-    result = doctest.testmod(ctre_sparse.approx, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(ctre_sparse.cosine_sketch, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 3 and result.failed == 0
 
 

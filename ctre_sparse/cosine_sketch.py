@@ -1,4 +1,6 @@
-"""Approximate top-k cosine for layers too large for the exact scan.
+"""Top-k cosine by sketching: random-projection candidates, re-scored exactly.
+
+For layers too large for the exact scan.
 
 :func:`ctre_sparse.ops.topk_cosine` is exact: it scores every absent pair
 with a dense product over all ``S`` samples, ``O(n_out * n_in * S)`` work
@@ -24,52 +26,45 @@ a little recall for most of that work:
 The scores returned are exact cosines; only the *set* may miss true top-k
 pairs whose sketched score fell outside the candidates. How often that
 happens on realistic activations is measured by
-``benchmarks/bench_topk_sketch.py`` and written up in ``docs/approx.md``.
+``benchmarks/bench_topk_sketch.py`` and written up in ``docs/cosine_sketch.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import numpy as np
 
 from ._random import check_random_state
-from .ops import (TOPK_BLOCK_BYTES, _check_activations, _check_int, as_csr, cosine_pairs,
-                  topk_cosine)
+from .checks import check_activations, check_int
+from .device import one_host_blas_thread
+from .ops import TOPK_BLOCK_BYTES, as_csr, cosine_pairs, topk_cosine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["topk_cosine_sketch", "sketch", "topk_recall"]
+__all__ = ["topk_cosine_sketch", "sketch", "topk_recall", "row_weights", "best_k"]
 
 
-def _row_weights(M, xp):
-    """``1 / ||M[i]||``, 0 for rows of norm 0 (they score 0 with everything)."""
+def row_weights(M, xp):
+    """``1 / ||M[i]||``, 0 for rows of norm 0 (they score 0 with everything).
+
+    Parameters
+    ----------
+    M : ndarray, shape (n, S)
+    xp : module
+        The array module of ``M``.
+
+    Returns
+    -------
+    ndarray, shape (n,), dtype of ``M``
+    """
     norms = xp.sqrt(xp.einsum("ij,ij->i", M, M, dtype=np.float64))
     return xp.where(norms > 0, 1.0 / xp.where(norms > 0, norms, 1.0), 0.0).astype(M.dtype)
 
 
 def _gaussian(rng, shape, dtype, xp):
     """Standard normal draws from the host Generator, placed on ``xp``'s device."""
-    G = rng.standard_normal(shape).astype(dtype)
-    return xp.asarray(G) if xp is not np else G
-
-
-def _one_blas_thread(xp):
-    """Single-threaded BLAS around the small factorizations (host arrays only).
-
-    A QR of an ``(S, rank + 8)`` matrix is a long chain of tiny BLAS calls;
-    multi-threaded, each waits on a barrier, and on a loaded machine that
-    was measured at 26 ms median, 650 ms worst (2 cores, one busy) against
-    4 ms single-threaded.
-    """
-    if xp is not np:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a scikit-learn dependency
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return xp.asarray(rng.standard_normal(shape).astype(dtype))
 
 
 def _principal_basis(A, B, wa, wb, rank, rng, xp):
@@ -84,11 +79,14 @@ def _principal_basis(A, B, wa, wb, rank, rng, xp):
     extra = min(8, n_samples - rank)
     G = _gaussian(rng, (n_samples, rank + extra), A.dtype, xp)
     M = A.T @ ((A @ G) * (wa * wa)[:, None]) + B.T @ ((B @ G) * (wb * wb)[:, None])
-    with _one_blas_thread(xp):
+    # a QR of an (S, rank + 8) matrix is a long chain of tiny BLAS calls: threads would
+    # mostly wait on one another (26 ms median, 650 ms worst against 4 ms single-threaded,
+    # measured on 2 cores with one busy)
+    with one_host_blas_thread(xp):
         Qf, _ = xp.linalg.qr(M)
     AQ, BQ = A @ Qf, B @ Qf
     gram = ((AQ * wa[:, None]).T @ (AQ * wa[:, None]) + (BQ * wb[:, None]).T @ (BQ * wb[:, None]))
-    with _one_blas_thread(xp):
+    with one_host_blas_thread(xp):
         _, vecs = xp.linalg.eigh(gram.astype(np.float64))
     top = vecs[:, ::-1][:, :rank].astype(A.dtype)
     return Qf @ top, AQ @ top, BQ @ top
@@ -133,14 +131,14 @@ def sketch(A, B, dim, rank=0, random_state=None):
     >>> A_s.shape, bool(np.allclose(np.diag(A_s @ B_s.T), 1, atol=0.2))
     ((4, 64), True)
     """
-    xp = _check_activations(A, B)
-    dim = _check_int("dim", dim, 1)
-    rank = _check_int("rank", rank, 0)
+    xp = check_activations(A, B)
+    dim = check_int("dim", dim, 1)
+    rank = check_int("rank", rank, 0)
     if rank >= dim or dim > A.shape[1]:
         raise ValueError(f"need 0 <= rank < dim <= S, got rank={rank}, dim={dim}, "
                          f"S={A.shape[1]}")
     rng = check_random_state(random_state)
-    wa, wb = _row_weights(A, xp), _row_weights(B, xp)
+    wa, wb = row_weights(A, xp), row_weights(B, xp)
     parts_a, parts_b, G = [], [], _gaussian(rng, (A.shape[1], dim - rank), A.dtype, xp)
     if rank > 0:
         Q, AQ, BQ = _principal_basis(A, B, wa, wb, rank, rng, xp)
@@ -201,7 +199,7 @@ def topk_cosine_sketch(A, B, k, *, exclude=None, dim=64, oversample=4, rank=None
         ``A`` and ``B`` together. The scan merges its ``oversample * k``
         candidates once per block, so larger blocks pay off when that number
         is large: measured 1.1-1.8x faster at 16384 x 16384 with 128 MiB
-        than with 32 MiB (docs/approx.md). The exact fallback uses the
+        than with 32 MiB (docs/cosine_sketch.md). The exact fallback uses the
         default of :func:`~ctre_sparse.ops.topk_cosine` unless one is given.
 
     Returns
@@ -229,11 +227,11 @@ def topk_cosine_sketch(A, B, k, *, exclude=None, dim=64, oversample=4, rank=None
     >>> bool(np.array_equal(scores, cosine_pairs(B, A, rows, cols)))
     True
     """
-    xp = _check_activations(A, B)
-    k = _check_int("k", k, 0)
-    dim = _check_int("dim", dim, 1)
-    oversample = _check_int("oversample", oversample, 1)
-    rank = dim // 4 if rank is None else _check_int("rank", rank, 0)
+    xp = check_activations(A, B)
+    k = check_int("k", k, 0)
+    dim = check_int("dim", dim, 1)
+    oversample = check_int("oversample", oversample, 1)
+    rank = dim // 4 if rank is None else check_int("rank", rank, 0)
     if rank >= dim:
         raise ValueError(f"rank must be < dim, got rank={rank}, dim={dim}")
     n_out, n_in, n_samples = B.shape[0], A.shape[0], A.shape[1]
@@ -256,14 +254,30 @@ def topk_cosine_sketch(A, B, k, *, exclude=None, dim=64, oversample=4, rank=None
     by_key = xp.argsort(rows * n_in + cols)
     rows, cols = rows[by_key], cols[by_key]
     scores = cosine_pairs(B, A, rows, cols, backend=backend)  # |cos(B[rows], A[cols])|
-    order = _best_k(rows, cols, scores, k, xp)
+    order = best_k(rows, cols, scores, k, xp)
     logger.debug("sketch top-k: %d candidates re-scored, %d kept (dim %d, rank %d, %d samples)",
                  rows.shape[0], order.shape[0], dim, rank, n_samples)
     return rows[order], cols[order], scores[order]
 
 
-def _best_k(rows, cols, scores, k, xp):
-    """Positions of the ``k`` best by score descending, then ``(row, col)`` ascending."""
+def best_k(rows, cols, scores, k, xp):
+    """Positions of the ``k`` best by score descending, then ``(row, col)`` ascending.
+
+    The tie rule of :func:`~ctre_sparse.ops.topk_cosine`, for candidate lists.
+
+    Parameters
+    ----------
+    rows, cols : int ndarray, shape (m,)
+    scores : ndarray, shape (m,)
+    k : int
+    xp : module
+        The array module of the arrays.
+
+    Returns
+    -------
+    int ndarray, shape (min(k, m),)
+        Positions into the candidate arrays, best first.
+    """
     pos = xp.arange(scores.shape[0])
     if scores.shape[0] > k > 0:  # sort only what can make the cut
         kth = xp.partition(scores, scores.shape[0] - k)[scores.shape[0] - k]

@@ -20,7 +20,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Timing", "ResultMismatchError", "time_call", "gflops", "relative_error",
+__all__ = ["Timing", "ResultMismatchError", "time_call", "gflops", "as_numpy", "relative_error",
            "check_result", "CHECK_RTOL", "PEERS", "add_ratios", "write_json", "read_json"]
 
 #: Largest accepted ``max|actual - expected| / max|expected|`` per value dtype.
@@ -107,7 +107,8 @@ def gflops(nnz, batch, seconds):
     return 2.0 * float(nnz) * float(batch) / float(seconds) / 1e9
 
 
-def _as_numpy(a):
+def as_numpy(a):
+    """A NumPy array of ``a`` (NumPy, CuPy or torch)."""
     if hasattr(a, "get"):  # CuPy
         return a.get()
     if hasattr(a, "numpy"):  # torch
@@ -117,7 +118,7 @@ def _as_numpy(a):
 
 def relative_error(actual, expected):
     """``max|actual - expected| / max(max|expected|, tiny)``; inf on shape mismatch or NaN."""
-    actual, expected = _as_numpy(actual), _as_numpy(expected)
+    actual, expected = as_numpy(actual), as_numpy(expected)
     if actual.shape != expected.shape:
         return math.inf
     if expected.size == 0:

@@ -1,5 +1,7 @@
 """Benchmarks that cannot lie: checked against the reference, warmed up, synchronized.
 
+A package of the repository, not of the installed library (see README.md here).
+
 Modules
 -------
 harness
@@ -8,11 +10,13 @@ harness
 peers
     Our backends and the peers (scipy, torch, dense BLAS, cuSPARSE) as runners.
 kernels
-    The spmm / spmm_t / sddmm benchmark (``ctre-sparse bench kernels``).
+    The spmm / spmm_t / sddmm benchmark (``python benchmarks/bench_kernels.py``).
+training
+    One CTRE epoch beside PyTorch dense-with-masks (``python benchmarks/bench_training.py``).
 machine
-    CPU model, ISA features, threads and versions (``ctre-sparse info``).
-plot
-    Figures from the JSON records.
+    The machine block of every record (CPU, ISA, threads, versions, load, commit).
+plot, report
+    Figures and markdown tables from the JSON records.
 """
 
 from .harness import (ResultMismatchError, Timing, add_ratios, check_result, gflops, read_json,

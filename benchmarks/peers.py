@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import ops
-from ..backends import BACKENDS, get_backend
+from ctre_sparse import ops
+from ctre_sparse.backends import BACKENDS, get_backend
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ gradients of our backend are compared with the ``reference`` backend's, and
 the peer's with the same reference (it starts from our initial weights), so
 all three train the same network. Usage::
 
-    python -m ctre_sparse bench training --quick
-    python -m ctre_sparse bench training --json docs/bench_training_cpu.json
+    python benchmarks/bench_training.py --quick
+    python benchmarks/bench_training.py --json docs/results/bench_training_cpu.json
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..backends import BackendUnavailableError, get_backend, select_backend
-from ..nn import SGD, SparseMLP
-from ..topology import TopologyUpdater
-from ..training import Trainer
+from ctre_sparse.backends import BackendUnavailableError, get_backend, select_backend
+from ctre_sparse.nn import SGD, SparseMLP
+from ctre_sparse.topology import TopologyUpdater
+from ctre_sparse.training import Trainer
 from . import harness
 from .kernels import thread_limits
 from .machine import code_version, cuda_info, machine_block, usable_cores
@@ -565,8 +565,12 @@ def _update_doc(args, records, stream):
 
 
 def main(argv=None):
-    """Entry point of ``benchmarks/bench_training.py``."""
+    """Entry point of ``benchmarks/bench_training.py``; returns the exit code (1 with a one-line error)."""
     import argparse
 
     parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    return run_from_args(parser.parse_args(argv))
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1

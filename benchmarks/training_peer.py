@@ -112,7 +112,7 @@ class TorchDenseMasked:
         """Max relative error of the first batch (probabilities, gradients) against ``ref``.
 
         ``Xb`` is feature-major (as ours); ``ref`` is what
-        :func:`ctre_sparse.bench.training.reference_pass` returns. The
+        :func:`benchmarks.training.reference_pass` returns. The
         gradients are read at the pattern (weights) and for the biases, then
         cleared; no step is taken. Doubles as the peer's warm-up.
         """

@@ -98,9 +98,9 @@ class OpProfiler:
     @classmethod
     def for_training(cls, trainer, clock=time.perf_counter):
         """A profiler wrapping everything one epoch of ``trainer`` calls."""
-        from .. import ops
-        from ..nn import layers, mlp
-        from ..sparse import CSRMatrix
+        from ctre_sparse import ops, training
+        from ctre_sparse.nn import layers, mlp
+        from ctre_sparse.sparse import CSRMatrix
 
         prof = cls(clock)
         model = trainer.model
@@ -114,15 +114,11 @@ class OpProfiler:
         prof.patch(model, "forward", "forward glue (buffers, dropout)")
         prof.patch(model, "backward", "backward glue (loss value)")
         for act in {id(a): a for a in model.hidden_activations}.values():
-            prof.patch(act, "forward", "activation forward")
+            prof.patch(act, "forward_with_bias", "bias add + activation forward")
             prof.patch(act, "backward", "activation backward")
-        from ..nn import _cpu_kernels  # the fused CPU glue the model calls by module attribute
-        if _cpu_kernels.AVAILABLE:
-            prof.patch(_cpu_kernels, "bias_left_relu_forward", "bias add + activation forward")
-            prof.patch(_cpu_kernels, "left_relu_backward", "activation backward")
         prof.patch(trainer.optimizer, "step", "SGD update")
-        prof.patch(trainer, "_batch", "batch gather")
-        prof.patch(trainer, "_train_batches", "loop glue (order, argmax, finite checks)")
+        prof.patch(training, "gather_columns", "batch gather")
+        prof.patch(trainer, "run_epoch", "epoch glue (order, argmax, finite checks, validation)")
         if trainer.updater is not None:
             prof.patch(trainer.updater, "update", "other (sampling, random picks, remap)",
                        phase="topology: ")

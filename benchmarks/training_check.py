@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
-from ..nn import SparseMLP
+from ctre_sparse import ops
+from ctre_sparse.nn import SparseMLP
 from . import harness
 
 __all__ = ["CHECK_RTOL", "check_batch", "reference_pass", "check_ours", "checked_error",

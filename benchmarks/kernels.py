@@ -6,13 +6,13 @@ Grid (default): square layers ``n_out = n_in = n`` for n in {1024, 4096,
 holds the work per row constant while n grows. ``quick`` is a subset
 (n in {1024, 4096}, density 1%, batch 128) that runs in well under a minute.
 
-For every case and op, each competitor (see :mod:`ctre_sparse.bench.peers`)
+For every case and op, each competitor (see :mod:`benchmarks.peers`)
 is first checked against the reference backend, then timed
-(:func:`ctre_sparse.bench.harness.time_call`). A mismatch marks the record
+(:func:`benchmarks.harness.time_call`). A mismatch marks the record
 ``failed`` and it gets no timing. Usage::
 
-    python -m ctre_sparse bench kernels --quick
-    python -m ctre_sparse bench kernels --json docs/bench_kernels_cpu.json
+    python benchmarks/bench_kernels.py --quick
+    python benchmarks/bench_kernels.py --json docs/results/bench_kernels_cpu.json
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .. import ops
-from ..backends import BackendUnavailableError, available_backends
-from ..sparse import CSRMatrix
+from ctre_sparse import ops
+from ctre_sparse.backends import BackendUnavailableError, available_backends
+from ctre_sparse.sparse import CSRMatrix
 from . import harness
 from .machine import machine_block, usable_cores
 from .peers import (DEFAULT_DENSE_CAP_BYTES, PEER_NAMES, Operands, SkipCase, make_runner,
@@ -130,7 +130,7 @@ def default_competitors(device="cpu"):
 # ------------------------------------------------------------------ threads
 def _thread_setters():
     """``{name: (get, set)}`` for the thread pools we control directly (not BLAS)."""
-    from ..backends import backend_status, get_backend
+    from ctre_sparse.backends import backend_status, get_backend
 
     setters = {}
     try:
@@ -197,7 +197,7 @@ def make_operands(case, dtype, seed, device="cpu", W=None):
 def reference_result(op, operands):
     """The reference backend's answer (NumPy), the oracle every competitor must match."""
     W = operands.W.to_device("cpu")
-    X, G = (harness._as_numpy(a) for a in (operands.X, operands.G))
+    X, G = (harness.as_numpy(a) for a in (operands.X, operands.G))
     if op == "spmm":
         return ops.spmm(W, X, backend="reference")
     if op == "spmm_t":
@@ -250,7 +250,7 @@ def measure(name, op, case, operands, expected, config):
 
 
 def _nothing_to_measure(device):
-    from ..backends import backend_status
+    from ctre_sparse.backends import backend_status
 
     raise RuntimeError(f"nothing to measure on device {device!r}: backend cuda: "
                        f"{backend_status()['cuda']}; peers: {peer_available('cusparse', device)}")
@@ -509,8 +509,12 @@ def run_from_args(args, stream=None):
 
 
 def main(argv=None):
-    """Entry point of ``benchmarks/bench_kernels.py``."""
+    """Entry point of ``benchmarks/bench_kernels.py``; returns the exit code (1 with a one-line error)."""
     import argparse
 
     parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    return run_from_args(parser.parse_args(argv))
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1

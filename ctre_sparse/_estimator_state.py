@@ -1,0 +1,131 @@
+"""Helpers of :class:`~ctre_sparse.CTREClassifier`'s saved state (private to estimator.py).
+
+Pure functions of the values they are given: the estimator owns its state
+(``_get_state`` / ``_set_state``) and calls them; :mod:`ctre_sparse.persistence`
+turns that state into a file and back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import numpy as np
+
+from .device import to_host
+
+logger = logging.getLogger(__name__)
+
+#: Parameters that may differ between an interrupted fit and the one resuming it.
+RESUMABLE_PARAMS = ("max_epochs", "verbose", "checkpoint_dir", "checkpoint_every", "backend",
+                    "device")
+
+
+def fingerprint(X, codes, dtype):
+    """SHA-256 of the training data as the model sees it (``dtype``) and the class codes."""
+    X = np.ascontiguousarray(X, dtype=np.dtype(dtype))
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    digest = hashlib.sha256(f"{X.shape}|{X.dtype.name}|".encode())
+    digest.update(X.reshape(-1).view(np.uint8))      # a view: no bytes copy of X
+    digest.update(codes.view(np.uint8))
+    return digest.hexdigest()
+
+
+def storable_classes(classes):
+    """The class labels as saved: object labels become fixed-width strings."""
+    classes = np.asarray(classes)
+    return classes.astype(str) if classes.dtype.hasobject else classes
+
+
+def check_resumable(state, *, params, classes, X, codes, dtype, source):
+    """Raise ValueError unless the saved ``state`` can continue a fit on ``(X, codes)``.
+
+    The parameters (except :data:`RESUMABLE_PARAMS`), the number of features,
+    the classes and the data fingerprint must be those of the saved fit.
+    """
+    meta = state["meta"]
+    saved = with_legacy_defaults(meta["params"])
+    changed = sorted(k for k in saved if k not in RESUMABLE_PARAMS and saved[k] != params.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved[k]!r} -> {params.get(k)!r}" for k in changed)
+        raise ValueError(f"cannot resume from {source}: parameters differ ({diffs})")
+    if meta["n_features_in"] != X.shape[1]:
+        raise ValueError(f"cannot resume from {source}: it was trained on "
+                         f"{meta['n_features_in']} features, X has {X.shape[1]}")
+    saved_classes, now_classes = state["arrays"]["classes"], storable_classes(classes)
+    if saved_classes.shape != now_classes.shape or np.any(saved_classes != now_classes):
+        raise ValueError(f"cannot resume from {source}: classes differ "
+                         f"({saved_classes.tolist()} vs {now_classes.tolist()})")
+    if meta["fingerprint"] is not None and fingerprint(X, codes, dtype) != meta["fingerprint"]:
+        raise ValueError(f"cannot resume from {source}: X, y are not the data of the "
+                         f"interrupted run (fingerprint differs)")
+
+
+def with_legacy_defaults(params):
+    """Saved parameters, with the value a file older than a parameter actually ran with.
+
+    ``cosine_mode`` (added with the index mode): such files ran exact cosine
+    growth, or the sketch's size rule with ``cosine_approx_dim``, which is
+    ``"auto"`` with ``cosine_approx_dim`` set.
+    """
+    params = dict(params)
+    if "cosine_mode" not in params:
+        params["cosine_mode"] = "exact" if params.get("cosine_approx_dim") is None else "auto"
+    return params
+
+
+def restored_scaling(arrays, n_features, source):
+    """``(input_mean, input_scale)`` from saved arrays, checked; files from before: the identity.
+
+    Raises
+    ------
+    ValueError
+        Unless both are ``n_features`` finite values, the scales > 0.
+    """
+    n = int(n_features)
+    if "input_mean" not in arrays:
+        return np.zeros(n), np.ones(n)
+    mean = np.asarray(arrays["input_mean"], dtype=np.float64)
+    scale = np.asarray(arrays.get("input_scale"), dtype=np.float64)
+    if mean.shape != (n,) or scale.shape != (n,) or not (
+            np.all(np.isfinite(mean)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError(f"{source}: input_mean/input_scale must be {n} finite values "
+                         "(scales > 0)")
+    return mean, scale
+
+
+def params_for_this_machine(params, device, path):
+    """Saved parameters with ``device`` (and a GPU-only ``backend``) fitted to this machine."""
+    from .backends import backend_status
+    from .device import check_device
+
+    if device is not None:
+        params["device"] = check_device(device)
+    elif params.get("device") == "cuda" and backend_status()["cuda"] is not None:
+        logger.warning("%s was trained with device='cuda', unavailable here (%s); loading it on "
+                       "the CPU", path, backend_status()["cuda"])
+        params["device"] = "cpu"
+    if params.get("device") == "cpu" and params.get("backend") == "cuda":
+        params["backend"] = "auto"
+    return params
+
+
+def host_csr(W):
+    """A ``scipy.sparse.csr_matrix`` copy of a (NumPy or CuPy) CSRMatrix."""
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.array(to_host(W.data)), np.array(to_host(W.indices)),
+                          np.array(to_host(W.indptr))), shape=W.shape)
+
+
+def plain(value):
+    """JSON-friendly scalar (history records are saved as JSON)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
