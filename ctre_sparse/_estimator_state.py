@@ -56,6 +56,10 @@ def check_resumable(state, *, params, classes, X, codes, dtype, source):
     if saved_classes.shape != now_classes.shape or np.any(saved_classes != now_classes):
         raise ValueError(f"cannot resume from {source}: classes differ "
                          f"({saved_classes.tolist()} vs {now_classes.tolist()})")
+    val = state["arrays"]["validation_indices"]
+    if val.shape[0] and int(val.max()) >= X.shape[0]:
+        raise ValueError(f"cannot resume from {source}: its validation rows go up to "
+                         f"{int(val.max())}, X has {X.shape[0]} rows")
     if meta["fingerprint"] is not None and fingerprint(X, codes, dtype) != meta["fingerprint"]:
         raise ValueError(f"cannot resume from {source}: X, y are not the data of the "
                          f"interrupted run (fingerprint differs)")
@@ -129,3 +133,83 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
+
+
+#: Arrays of a saved estimator besides its layers (``feature_names_in`` only with names).
+_BASE_ARRAYS = ("classes", "validation_indices", "feature_names_in", "input_mean", "input_scale")
+_LAYER_PARTS = ("indptr", "indices", "data", "shape", "bias")
+
+
+def saved_array_names(meta):
+    """The array members a saved estimator holds, by its metadata: all that ``load`` reads."""
+    n_layers = meta.get("n_layers")
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or not 1 <= n_layers <= 4096:
+        raise ValueError(f"meta n_layers must be an int in [1, 4096], got {n_layers!r}")
+    return list(_BASE_ARRAYS) + [f"layers/{i}/{part}" for i in range(n_layers)
+                                 for part in _LAYER_PARTS]
+
+
+def _require_int(meta, key, low):
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"meta {key} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def _require_array(arrays, name, *, ndim, kinds, length=None):
+    arr = arrays.get(name)
+    if arr is None:
+        raise ValueError(f"member {name!r} is missing")
+    if arr.ndim != ndim or arr.dtype.kind not in kinds:
+        raise ValueError(f"member {name!r} must be a {ndim}-D array of kind {kinds!r}, got "
+                         f"{arr.dtype} with shape {arr.shape}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"member {name!r} must have {length} entries, got {arr.shape[0]}")
+    return arr
+
+
+def check_saved_model(state, hidden):
+    """Raise ValueError unless a read state describes one consistent model; return its sizes.
+
+    Checked before anything is built from it: the metadata's counts, the
+    classes (at least 2, unique), and each layer's declared shape, array
+    lengths and bias (finite, one per output neuron) against the layer
+    sizes ``[n_features] + hidden + [n_classes]``. The CSR structure itself
+    is validated when the weights load.
+    """
+    meta, arrays = state["meta"], state["arrays"]
+    n_features = _require_int(meta, "n_features_in", 1)
+    _require_int(meta, "n_iter", 0)
+    _require_int(meta, "entropy", 0)
+    classes = _require_array(arrays, "classes", ndim=1, kinds="biufUS")
+    if classes.shape[0] < 2 or np.unique(classes).shape[0] != classes.shape[0]:
+        raise ValueError(f"classes must hold at least 2 distinct labels, got {classes.tolist()}")
+    sizes = [n_features] + list(hidden) + [int(classes.shape[0])]
+    if meta["n_layers"] != len(sizes) - 1:
+        raise ValueError(f"meta n_layers is {meta['n_layers']}, the parameters give "
+                         f"{len(sizes) - 1} layers")
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        _check_saved_layer(arrays, i, n_in, n_out)
+    val = _require_array(arrays, "validation_indices", ndim=1, kinds="iu")
+    if val.shape[0] and int(val.min()) < 0:
+        raise ValueError("validation_indices must be >= 0")
+    if "feature_names_in" in arrays:
+        _require_array(arrays, "feature_names_in", ndim=1, kinds="US", length=n_features)
+    return sizes
+
+
+def _check_saved_layer(arrays, i, n_in, n_out):
+    key = f"layers/{i}/"
+    shape = _require_array(arrays, key + "shape", ndim=1, kinds="iu", length=2)
+    if tuple(int(v) for v in shape) != (n_out, n_in):
+        raise ValueError(f"layer {i} has shape {tuple(shape.tolist())}, the parameters give "
+                         f"{(n_out, n_in)}")
+    indptr = _require_array(arrays, key + "indptr", ndim=1, kinds="i", length=n_out + 1)
+    nnz = int(indptr[-1])
+    if not 0 <= nnz <= n_out * n_in:
+        raise ValueError(f"layer {i}: indptr ends at {nnz}, outside [0, {n_out * n_in}]")
+    _require_array(arrays, key + "indices", ndim=1, kinds="i", length=nnz)
+    _require_array(arrays, key + "data", ndim=1, kinds="f", length=nnz)
+    bias = _require_array(arrays, key + "bias", ndim=1, kinds="f", length=n_out)
+    if not np.all(np.isfinite(bias)):
+        raise ValueError(f"layer {i}: the bias holds NaN or Inf")

@@ -24,8 +24,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
-from ._estimator_state import (check_resumable, fingerprint, host_csr, params_for_this_machine,
-                               plain, restored_scaling, storable_classes, with_legacy_defaults)
+from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
+                               params_for_this_machine, plain, restored_scaling,
+                               saved_array_names, storable_classes, with_legacy_defaults)
 from ._params import check_params, hidden_sizes, params_json
 from ._version import __version__
 from .device import to_host
@@ -322,7 +323,29 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self._trainer = training.Trainer(model, optimizer, updater,
                                          batch_size=int(self.batch_size),
                                          random_state=np.random.default_rng(seeds[2]))
+        self._built_with = params_json(self)
         return seeds[0]
+
+    def _apply_changed_params(self):
+        """Carry ``set_params`` changes since the build into the training core (``partial_fit``).
+
+        The optimizer's hyper-parameters and ``zeta`` take effect from the
+        next epoch (and are what :meth:`save` then records); the parameters
+        that define the network or the topology strategy cannot change under
+        a trained model: ValueError, naming them.
+        """
+        now = params_json(self)
+        changed = {k for k in now if now[k] != self._built_with.get(k)}
+        frozen = sorted(changed - _LIVE_PARAMS - _IDLE_PARAMS)
+        if frozen:
+            raise ValueError(f"partial_fit cannot change {frozen} of a trained model (they "
+                             f"define its network or training core); call fit to start again")
+        opt = self._trainer.optimizer
+        opt.learning_rate = opt.current_lr = float(self.learning_rate)
+        opt.momentum, opt.nesterov = float(self.momentum), bool(self.nesterov)
+        opt.weight_decay = float(self.weight_decay)
+        self._trainer.updater.zeta = float(self.zeta)
+        self._built_with = now
 
     def _split_validation(self, y_codes, seed):
         """Indices of the held-out validation part (stratified when possible)."""
@@ -390,8 +413,11 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         codes = self._encode(y)
         checkpoint = self._resume_path(resume) if not incremental else None
         if checkpoint is not None:
-            self._set_state(persistence.read_state(checkpoint), X, codes, source=checkpoint)
-        elif first:
+            self._set_state(persistence.read_state(checkpoint, select=saved_array_names), X,
+                            codes, source=checkpoint)
+        elif not first:
+            self._apply_changed_params()
+        else:
             entropy = self._seed_sequence()
             split_seed = self._build(X.shape[1], len(self.classes_), entropy)
             self._entropy = entropy
@@ -576,12 +602,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             a model saved with ``device="cuda"`` loads on the CPU (with a
             warning) where the CUDA backend is unavailable.
         """
-        state = persistence.read_state(path)
-        params = params_for_this_machine(with_legacy_defaults(state["meta"]["params"]), device,
-                                         path)
-        params["dtype"] = np.dtype(params["dtype"]).type
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-        est = cls(**params)
+        state = persistence.read_state(path, select=saved_array_names)
+        est = cls(**_loadable_params(state["meta"], device, path))
         est._set_state(state, source=path)
         return est
 
@@ -642,7 +664,21 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         classes and data fingerprint are first checked against the state;
         without, the classes and features are taken from it.
         """
+        try:
+            self._restore(state, X, codes, source)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{source}: not a valid ctre_sparse model file (malformed "
+                             f"training state: {type(exc).__name__}: {exc})") from None
+        except ValueError as exc:
+            if str(exc).startswith(("cannot resume", f"{source}:")):
+                raise
+            raise ValueError(f"{source}: not a valid ctre_sparse model file ({exc})") from None
+        logger.info("restored %s at epoch %d", source, self.n_iter_)
+
+    def _restore(self, state, X, codes, source):
+        self.validate_params()
         meta, arrays = state["meta"], state["arrays"]
+        check_saved_model(state, self._hidden_sizes())
         if X is not None:
             check_resumable(state, params=params_json(self), classes=self.classes_, X=X,
                             codes=codes, dtype=self.dtype, source=source)
@@ -660,4 +696,36 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self._val_idx = np.asarray(arrays["validation_indices"], dtype=np.int64)
         self.n_iter_ = int(meta["n_iter"])
         self.history_ = list(state["history"])
-        logger.info("restored %s at epoch %d", source, self.n_iter_)
+
+
+#: Parameters that ``partial_fit`` carries into a trained model's training core.
+_LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta"})
+#: Parameters that ``partial_fit`` does not use or reads at every call.
+_IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
+                          "batch_size", "validation_fraction", "random_state"})
+
+
+def _loadable_params(meta, device, path):
+    """The constructor parameters of a saved estimator, checked, for this machine.
+
+    Unknown names are refused; ``checkpoint_dir`` is never taken from a file
+    (where training writes is a choice of the caller, not of the file's
+    author): a loaded estimator checkpoints only after ``set_params``.
+    """
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (meta params must be an "
+                         "object)")
+    unknown = sorted(set(params) - set(CTREClassifier().get_params(deep=False)))
+    if unknown:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (unknown parameters "
+                         f"{unknown})")
+    params = params_for_this_machine(with_legacy_defaults(params), device, path)
+    try:
+        params["dtype"] = np.dtype(params["dtype"]).type
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (parameter "
+                         f"{exc})") from None
+    params["checkpoint_dir"] = None
+    return params

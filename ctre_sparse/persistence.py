@@ -60,12 +60,13 @@ from pathlib import Path
 import numpy as np
 
 from .device import to_host
+from .validation import check_allocation
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "STATE_KEYS", "encode_state", "decode_state",
-           "atomic_savez", "read_npz", "json_member", "read_json_member", "state_to_members",
-           "members_to_state", "write_state", "read_state"]
+           "atomic_savez", "json_member", "state_to_members", "write_state", "read_state",
+           "MAX_JSON_BYTES"]
 
 FORMAT = "ctre_sparse.CTREClassifier"
 FORMAT_VERSION = 1
@@ -187,11 +188,6 @@ def json_member(obj):
     return np.array(json.dumps(obj))
 
 
-def read_json_member(npz, name):
-    """Parse the JSON string stored in member ``name``."""
-    return json.loads(str(npz[name][()]))
-
-
 def atomic_savez(path, arrays, *, compress=False):
     """Write ``arrays`` to ``path`` (.npz) atomically: temp file + ``os.replace``.
 
@@ -263,20 +259,83 @@ def _umask():
     return mask
 
 
-def read_npz(path):
-    """Read every member of a ``.npz`` without pickle; checks the format tag.
+#: Largest JSON member read (bytes as stored: 4 per character).
+MAX_JSON_BYTES = 256 << 20
+#: Largest npy header parsed (numpy's own default).
+_MAX_HEADER = 10000
 
-    Returns
-    -------
-    dict of str -> ndarray
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file is not a ctre_sparse model or has a newer format version.
+class _Archive:
+    """An open ``.npz`` read member by member, each header checked before its data is read.
+
+    Nothing is read that the caller does not ask for, object arrays are
+    refused (no pickle), and the bytes a member declares are counted against
+    the machine's memory before it is allocated: a hostile file cannot make
+    the reader allocate more than the members asked for declare.
     """
+
+    def __init__(self, path, zf):
+        self.path = path
+        self.zf = zf
+        self.names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+        self.total = 0
+
+    def header(self, name):
+        """``(shape, dtype)`` of member ``name`` from its npy header."""
+        with self.zf.open(name + ".npy") as fp:
+            version = np.lib.format.read_magic(fp)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(
+                    fp, max_header_size=_MAX_HEADER)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(
+                    fp, max_header_size=_MAX_HEADER)
+            else:
+                raise ValueError(f"member {name!r} has npy format version {version}")
+        return shape, dtype
+
+    def read(self, name, max_bytes=None):
+        """Member ``name`` as an array, after its header passed the checks."""
+        if name not in self.names:
+            raise ValueError(f"member {name!r} is missing")
+        shape, dtype = self.header(name)
+        if dtype.hasobject:
+            raise ValueError(f"member {name!r} holds pickled (object) data, which a model file "
+                             "never does")
+        nbytes = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if max_bytes is not None and nbytes > max_bytes:
+            raise ValueError(f"member {name!r} declares {nbytes} bytes, more than the "
+                             f"{max_bytes} such a member may hold")
+        self.total += nbytes
+        check_allocation(self.total, f"reading {name!r} (and the members before it)")
+        with self.zf.open(name + ".npy") as fp:
+            return np.lib.format.read_array(fp, allow_pickle=False,
+                                            max_header_size=_MAX_HEADER)
+
+    def text(self, name):
+        """A 0-d string member (the JSON members, the format tag)."""
+        arr = self.read(name, MAX_JSON_BYTES)
+        if arr.shape != () or arr.dtype.kind != "U":
+            raise ValueError(f"member {name!r} must be a 0-d string, got {arr.dtype} with "
+                             f"shape {arr.shape}")
+        return str(arr[()])
+
+    def check_format(self):
+        """Raise ValueError unless the format tag and version are this package's."""
+        tag = self.text("format") if "format" in self.names else ""
+        if tag != FORMAT:
+            raise ValueError(f"not a ctre_sparse model file (format tag {tag!r}, expected "
+                             f"{FORMAT!r})")
+        version = self.read("format_version", 64)
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise ValueError("format_version must be a 0-d integer")
+        if int(version) > FORMAT_VERSION:
+            raise ValueError(f"format version {int(version)} is newer than this ctre_sparse "
+                             f"reads ({FORMAT_VERSION}); upgrade ctre_sparse")
+
+
+def _open_archive(path):
+    """``zipfile.ZipFile`` of ``path``, after the checks that need no parsing."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (expected a model saved by "
@@ -288,21 +347,21 @@ def read_npz(path):
     if head != _ZIP_MAGIC:   # np.load would try other formats (pickle included) on anything else
         raise ValueError(f"{path}: not a valid ctre_sparse model file (not an .npz archive: "
                          f"{'it is empty' if not head else f'it starts with {head!r}'})")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            members = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a valid ctre_sparse model file ({_why_unreadable(exc)})"
-                         ) from None
-    tag = str(members.get("format", np.array(""))[()])
-    if tag != FORMAT:
-        raise ValueError(f"{path}: not a ctre_sparse model file (format tag {tag!r}, "
-                         f"expected {FORMAT!r})")
-    version = int(members["format_version"])
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {version} is newer than this ctre_sparse "
-                         f"reads ({FORMAT_VERSION}); upgrade ctre_sparse")
-    return members
+    return zipfile.ZipFile(path)
+
+
+def _array_refs(tree):
+    """Every member name a decoded-JSON state tree points at (``{"__array__": name}``)."""
+    found, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__array__"), str):
+                found.add(node["__array__"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 def _why_unreadable(exc):
@@ -342,16 +401,6 @@ def state_to_members(state):
     return members
 
 
-def members_to_state(members):
-    """The state dict of archive members (:func:`read_npz`'s result); pure, no file."""
-    arrays = {name: arr for name, arr in members.items()
-              if name not in _FRAME_MEMBERS and not name.startswith(_TREE_PREFIX)}
-    return {"meta": read_json_member(members, "meta_json"),
-            "history": read_json_member(members, "history_json"),
-            "arrays": arrays,
-            "tree": decode_state(str(members["state_json"][()]), members)}
-
-
 def write_state(path, state):
     """Write a state dict to ``path`` (.npz), atomically (:func:`atomic_savez`).
 
@@ -368,16 +417,64 @@ def write_state(path, state):
     return atomic_savez(path, state_to_members(state))
 
 
-def read_state(path):
-    """Read a state dict from a file written by :func:`write_state` (checks format and version).
+def read_state(path, *, select=None):
+    """Read a state dict from a file written by :func:`write_state`.
+
+    The file is untrusted input: only the members asked for are read (the
+    frame, the arrays ``select`` names, the arrays the tree points at), each
+    npy header is checked before its data is read (no object arrays, the
+    declared bytes counted against the machine's memory), and anything
+    malformed is a :class:`ValueError` naming the file.
 
     Parameters
     ----------
     path : str or Path
+    select : callable, optional
+        ``select(meta) -> iterable of str``: the names of the state's
+        ``arrays`` to read, given the metadata; names absent from the file
+        are left out (the caller decides what is required). Default: every
+        member that is not part of the frame or the tree.
 
     Returns
     -------
     dict
         ``{"meta", "history", "arrays", "tree"}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a valid model file of a version this package reads.
     """
-    return members_to_state(read_npz(path))
+    try:
+        with _open_archive(path) as zf:
+            return _read_state(_Archive(path, zf), select)
+    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
+            json.JSONDecodeError) as exc:
+        if isinstance(exc, FileNotFoundError) or str(exc).startswith(f"{path}:"):
+            raise
+        raise ValueError(f"{path}: not a valid ctre_sparse model file ({_why_unreadable(exc)})"
+                         ) from None
+
+
+def _read_state(archive, select):
+    archive.check_format()
+    meta = json.loads(archive.text("meta_json"))
+    history = json.loads(archive.text("history_json"))
+    tree_text = archive.text("state_json")
+    if not isinstance(meta, dict) or not isinstance(history, list):
+        raise ValueError("meta_json must hold an object and history_json a list")
+    if select is None:
+        wanted = [n for n in archive.names
+                  if n not in _FRAME_MEMBERS and not n.startswith(_TREE_PREFIX)]
+    else:
+        wanted = [n for n in select(meta) if n in archive.names]
+    arrays = {name: archive.read(name) for name in wanted}
+    members = dict(arrays)
+    for name in sorted(_array_refs(json.loads(tree_text)) - set(members)):
+        if not name.startswith(_TREE_PREFIX):
+            raise ValueError(f"the state points at member {name!r}, which it may not")
+        members[name] = archive.read(name)
+    return {"meta": meta, "history": history, "arrays": arrays,
+            "tree": decode_state(tree_text, members)}

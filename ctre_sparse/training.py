@@ -357,6 +357,7 @@ class Trainer:
         """Restore :meth:`state_dict` into this trainer and its model/optimizer/updater."""
         self.model.load_state_dict(d["model"])
         self.optimizer.load_state_dict(d["optimizer"])
+        self.optimizer.check_state(self.model)
         self.optimizer.to_device(self.model.device)     # saved momentum is NumPy
         if (d["updater"] is None) != (self.updater is None):
             raise ValueError("state and trainer disagree on having a topology updater")

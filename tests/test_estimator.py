@@ -271,3 +271,19 @@ def test_finite_explosion_is_divergence(tmp_path):
         clf.fit(X * 10, y)
     good = CTREClassifier.load(tmp_path / "checkpoint.npz")
     assert good.n_iter_ == 1 and good.history_[0]["train_loss"] < 1e3
+
+
+def test_set_params_after_fit_reaches_partial_fit():
+    # set_params(learning_rate=...) after fit used to be ignored by partial_fit, yet saved
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    clf = CTREClassifier(hidden_layer_sizes=(16,), epsilon=3, max_epochs=2, learning_rate=0.05,
+                         random_state=0).fit(X[:300], y[:300])
+    clf.set_params(learning_rate=0.002, zeta=0.1)
+    clf.partial_fit(X[:300], y[:300])
+    assert clf.history_[-1]["learning_rate"] == pytest.approx(0.002)
+    assert clf._get_state()["meta"]["params"]["learning_rate"] == 0.002
+    clf.set_params(hidden_layer_sizes=(32,))
+    with pytest.raises(ValueError, match=r"partial_fit cannot change \['hidden_layer_sizes'\]"):
+        clf.partial_fit(X[:300], y[:300])

@@ -8,7 +8,7 @@ import pytest
 
 from ctre_sparse import CTREClassifier
 from ctre_sparse import persistence
-from ctre_sparse.persistence import atomic_savez, decode_state, encode_state, read_npz
+from ctre_sparse.persistence import atomic_savez, decode_state, encode_state, read_state
 
 
 @pytest.fixture(scope="module")
@@ -192,16 +192,16 @@ def test_pickle_roundtrip(data):
     np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
 
 
-def test_read_npz_errors(tmp_path):
+def test_read_state_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.npz"):
-        read_npz(tmp_path / "nothing.npz")
+        read_state(tmp_path / "nothing.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a ctre_sparse model"):
         CTREClassifier.load(tmp_path / "other.npz")
     np.savez(tmp_path / "future.npz", format=np.array(persistence.FORMAT),
              format_version=np.array(99))
     with pytest.raises(ValueError, match="newer"):
-        read_npz(tmp_path / "future.npz")
+        read_state(tmp_path / "future.npz")
 
 
 def test_state_encoding_roundtrip():

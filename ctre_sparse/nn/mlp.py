@@ -403,7 +403,11 @@ class SparseMLP(PicklesArrayModule):
                           _host_array(d[f"layers.{i}.indices"]),
                           _host_array(d[f"layers.{i}.indptr"]), layer.W.shape, full_check=True)
             layer.set_weight(W.to_device(self.device))
-            layer.b[...] = self.xp.asarray(d[f"layers.{i}.bias"])
+            bias = _host_array(d[f"layers.{i}.bias"], dtype=self.dtype)
+            if bias.shape != (W.n_out,) or not np.all(np.isfinite(bias)):
+                raise ValueError(f"layer {i}: the bias must be {W.n_out} finite values, got "
+                                 f"shape {bias.shape}")
+            layer.b[...] = self.xp.asarray(bias)
         self._cache = None
 
     @classmethod

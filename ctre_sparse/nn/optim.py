@@ -191,6 +191,28 @@ class SGD(PicklesArrayModule):
             self.velocity_W = [_state_array(d[f"velocity.{i}.W"], self.xp) for i in range(n)]
             self.velocity_b = [_state_array(d[f"velocity.{i}.b"], self.xp) for i in range(n)]
 
+    def check_state(self, model):
+        """Raise ValueError unless the momentum fits ``model`` (after a load from a file).
+
+        One weight momentum per stored connection and one bias momentum per
+        output neuron, in every layer, all finite; no state (before the first
+        step) passes.
+        """
+        if self.velocity_W is None:
+            return
+        if len(self.velocity_W) != model.n_layers:
+            raise ValueError(f"the optimizer state has {len(self.velocity_W)} layers, the model "
+                             f"{model.n_layers}")
+        for i, layer in enumerate(model.layers):
+            for what, v, size in (("weight", self.velocity_W[i], layer.W.nnz),
+                                  ("bias", self.velocity_b[i], layer.W.n_out)):
+                if v.shape != (size,) or v.dtype != layer.W.dtype:
+                    raise ValueError(f"layer {i}: the {what} momentum must be {size} values of "
+                                     f"{layer.W.dtype}, got {v.dtype} with shape {v.shape}")
+                xp = array_module(v)
+                if not bool(xp.all(xp.isfinite(v))):
+                    raise ValueError(f"layer {i}: the {what} momentum holds NaN or Inf")
+
     def __repr__(self):
         return (f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
                 f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")
