@@ -65,5 +65,10 @@ def check_params(est, growths, activations):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {est.device!r}")
     if est.device == "cuda" and est.backend not in ("auto", "cuda"):
         raise ValueError(f"device='cuda' needs backend 'auto' or 'cuda', got {est.backend!r}")
+    if est.distributed not in (None, "mpi"):
+        raise ValueError(f"distributed must be None or 'mpi', got {est.distributed!r}")
+    if est.distributed is not None and est.device != "cpu":
+        raise ValueError(f"distributed={est.distributed!r} trains on the CPU only, got "
+                         f"device={est.device!r}")
     if np.dtype(est.dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {est.dtype!r}")

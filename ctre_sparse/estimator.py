@@ -25,6 +25,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
+from .distributed import fitting as mpi
 from ._params import check_params, hidden_sizes
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,11 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         the whole fit, topology updates included; needs the CUDA backend
         (a ValueError gives the reason when it is unavailable) and
         ``backend`` "auto" or "cuda". Saved files hold NumPy arrays either way.
+    distributed : {None, "mpi"}, default None
+        ``"mpi"``: one rank of a data-parallel fit (``mpiexec -n P python
+        script.py``, the same data and parameters on every rank), training
+        one model; only rank 0 writes files. Needs ``ctre_sparse[mpi]``;
+        CPU only. See :mod:`ctre_sparse.distributed`, docs/distributed.md.
     checkpoint_dir : str or Path, optional
         Write ``checkpoint.npz`` (the :meth:`save` format) there every
         ``checkpoint_every`` epochs and at the end of :meth:`fit`, atomically.
@@ -165,7 +171,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, dropout=0.0,
                  random_state=None, verbose=0, backend="auto", device="cpu",
-                 checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
+                 distributed=None, checkpoint_dir=None, checkpoint_every=1,
+                 dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.density = density
@@ -188,6 +195,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.backend = backend
         self.device = device
+        self.distributed = distributed
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.dtype = dtype
@@ -321,11 +329,31 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         if first:
             self._init_classes(y, classes)
         codes = self._encode(y)
-        checkpoint = self._resume_path(resume) if not incremental else None
+        comm = self._comm = mpi.connect(self) if self.distributed else None
+        try:
+            self._prepare(X, codes, incremental, first, resume)
+            epochs = 1 if incremental else self.max_epochs - self.n_iter_
+            val_idx = np.zeros(0, np.int64) if incremental else self._val_idx
+            if comm is not None:
+                mpi.check_before_training(self, comm, X, codes, X.shape[0] - val_idx.size)
+                self._trainer.communicator = comm
+            with mpi.collective_errors(comm):
+                self._train(X, codes, val_idx, epochs, callbacks or (), final=not incremental)
+        finally:
+            self._comm = None
+            if comm is not None:
+                mpi.disconnect(self, comm)
+        return self
+
+    def _prepare(self, X, codes, incremental, first, resume):
+        """Restore the checkpoint to resume from, or build the model (MPI: rank 0 reads, seeds)."""
+        comm = self._comm
+        checkpoint = mpi.from_root(comm, self._resume_path, resume) if not incremental else None
         if checkpoint is not None:
-            self._restore(persistence.read_npz(checkpoint), X, codes, source=checkpoint)
+            members = mpi.from_root(comm, persistence.read_npz, checkpoint)
+            self._restore(members, X, codes, source=checkpoint)
         elif first:
-            entropy = self._seed_sequence()
+            entropy = mpi.from_root(comm, self._seed_sequence)
             split_seed = self._build(X.shape[1], len(self.classes_), entropy)
             self._entropy = entropy
             self._val_idx = (np.zeros(0, np.int64) if incremental
@@ -333,10 +361,6 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             self._fingerprint = None if incremental else _fingerprint(X, codes, self.dtype)
             self.history_ = []
             self.n_iter_ = 0
-        epochs = 1 if incremental else self.max_epochs - self.n_iter_
-        val_idx = np.zeros(0, np.int64) if incremental else self._val_idx
-        self._train(X, codes, val_idx, epochs, callbacks or (), final=not incremental)
-        return self
 
     def _init_classes(self, y, classes):
         if classes is not None:
@@ -377,7 +401,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         for i in range(max(0, epochs)):
             record = self._one_epoch(X_fm, y_tr, X_val_fm, y_val)
             written = self._after_epoch(record, last=final and i == epochs - 1)
-            if any([bool(cb(self, record)) for cb in callbacks]):   # every callback is called
+            stop = any([bool(cb(self, record)) for cb in callbacks])   # every callback is called
+            if self._comm is not None:
+                stop = self._comm.any_rank(stop)     # the ranks stop together
+            if stop:
                 logger.info("training stopped by a callback after epoch %d", self.n_iter_)
                 if not written and self._checkpoint_path() is not None:
                     self._write(self._checkpoint_path())
@@ -410,7 +437,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                 + ("" if val is None else f", val acc {val:.4f}")
                 + f", {record.get('seconds', 0.0):.2f}s")
         logger.debug(line)     # the training core logs each epoch at INFO already
-        if self.verbose:
+        if self.verbose and self._writes_files():
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
         return written
@@ -516,7 +543,14 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             return path
         return Path(resume)
 
+    def _writes_files(self):
+        """False on the ranks other than 0 of a distributed fit in progress."""
+        comm = getattr(self, "_comm", None)
+        return comm is None or comm.is_root
+
     def _write(self, path):
+        if not self._writes_files():
+            return Path(path)
         return persistence.atomic_savez(path, persistence.dump_members(self))
 
     def _restore(self, members, X, codes, *, source):

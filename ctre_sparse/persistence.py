@@ -241,7 +241,7 @@ def read_npz(path):
 
 # ------------------------------------------------------------ the estimator's members
 _RESUMABLE_PARAMS = ("max_epochs", "verbose", "checkpoint_dir", "checkpoint_every", "backend",
-                     "device")
+                     "device", "distributed")
 
 
 def _host(arr):

@@ -71,6 +71,11 @@ class Trainer:
         with that signature); one may set ``trainer.stop = True``.
     eval_batch_size : int, default 1024
         Chunk size when computing the validation accuracy.
+    communicator : MPICommunicator, optional
+        Data-parallel training (:mod:`ctre_sparse.distributed`): this
+        process is one rank of several training one model; ``batch_size`` is
+        the global batch, of which this rank computes its shard. None (the
+        default): one process.
 
     Attributes
     ----------
@@ -95,7 +100,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, updater=None, *, batch_size=100, random_state=None,
-                 callbacks=(), eval_batch_size=1024):
+                 callbacks=(), eval_batch_size=1024, communicator=None):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.model = model
@@ -104,6 +109,7 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.callbacks = list(callbacks)
+        self.communicator = communicator
         self.rng = check_random_state(random_state)
         self.epoch = 0
         self.history = []
@@ -178,7 +184,8 @@ class Trainer:
             return {"n_pruned": 0, "n_cosine": 0, "n_random": 0}, 0.0
         t0 = time.perf_counter()
         stats = self.updater.update(self.model, X, optimizer=self.optimizer,
-                                    val_accuracy=self._monitor, rng=self.rng)
+                                    val_accuracy=self._monitor, rng=self.rng,
+                                    communicator=self.communicator)
         synchronize(self.model.xp)  # the GPU's queued work belongs to the topology time
         return stats, time.perf_counter() - t0
 
@@ -200,19 +207,29 @@ class Trainer:
 
     def _train_batches(self, X, y):
         model, opt, rng, bs = self.model, self.optimizer, self.rng, self.batch_size
+        comm = self.communicator
         n = X.shape[1]
         order = rng.permutation(n)
+        drop_rng = rng if comm is None else comm.dropout_generator(rng, model.dropout)
         total_loss, correct = 0.0, 0
         for s in range(0, n, bs):
             idx = np.sort(order[s:s + bs])  # sorted: a faster gather, same batch
+            n_batch = idx.shape[0]
+            if comm is not None:
+                idx = comm.shard(idx)       # data-parallel: this rank's part of the batch
             yb = y[idx]
-            P = model.forward(self._batch(X, idx), training=True, rng=rng)
-            correct += int(np.count_nonzero(np.argmax(P, axis=0) == yb))
-            loss = model.backward(yb)
+            P = model.forward(self._batch(X, idx), training=True, rng=drop_rng)
+            n_correct = int(np.count_nonzero(np.argmax(P, axis=0) == yb))
+            if comm is None:
+                loss = model.backward(yb)
+            else:   # the shards' gradients, loss and counts summed over the ranks
+                loss = model.backward(yb, n_total=n_batch)
+                loss, n_correct = comm.allreduce_gradients(model, loss, n_correct)
+            correct += n_correct
             if not np.isfinite(loss):
                 self._diverged(f"loss is {loss} at batch {s // bs + 1}")
             opt.step(model)
-            total_loss += loss * idx.shape[0]
+            total_loss += loss * n_batch
         for i, layer in enumerate(model.layers):
             if not (np.all(np.isfinite(layer.W.data)) and np.all(np.isfinite(layer.b))):
                 self._diverged(f"layer {i} has non-finite weights")
@@ -313,6 +330,9 @@ class Trainer:
         if X_val is not None:
             X_val, y_val = self._check_data(X_val, y_val, "X_val")
         on_device = self.model.xp is not np
+        if on_device and self.communicator is not None:
+            raise ValueError("data-parallel (MPI) training runs on the CPU only; move the model "
+                             "to the CPU or train without a communicator")
         if on_device:
             X, y = self._device_arrays(X, y)
             if X_val is not None:
@@ -322,7 +342,9 @@ class Trainer:
         train = self._train_batches_device if on_device else self._train_batches
         train_loss, train_acc = train(X, y)
         val_acc = None
-        if X_val is not None:
+        if X_val is not None and self.communicator is not None:
+            val_acc = self.communicator.accuracy(self.model, X_val, y_val, self.eval_batch_size)
+        elif X_val is not None:
             val_acc = accuracy(self.model.predict_codes(X_val, self.eval_batch_size), y_val)
         self._monitor = val_acc if val_acc is not None else train_acc
         self.epoch += 1
@@ -332,6 +354,8 @@ class Trainer:
                   "n_pruned": int(topo["n_pruned"]), "n_cosine": int(topo["n_cosine"]),
                   "n_random": int(topo["n_random"]),
                   "n_connections": int(self.model.n_connections)}
+        if self.communicator is not None:   # same model on every rank; communication figures
+            record.update(self.communicator.end_epoch(self.model))
         self.history.append(record)
         logger.info("epoch %d: loss %.4f, train acc %.4f, val acc %s, %.2fs (topology %.2fs, "
                     "%d cosine + %d random)", self.epoch, train_loss, train_acc,

@@ -237,7 +237,7 @@ class SparseMLP(PicklesArrayModule):
         self._cache = (inputs, Zs, As, masks, P, lse) if training else None
         return P
 
-    def backward(self, y):
+    def backward(self, y, n_total=None):
         """Back-propagate the mean softmax cross-entropy of the last training forward.
 
         Fills ``grad_W``/``grad_b`` of every layer.
@@ -246,6 +246,11 @@ class SparseMLP(PicklesArrayModule):
         ----------
         y : int ndarray, shape (batch,)
             Class codes of the batch given to ``forward(..., training=True)``.
+        n_total : int, optional
+            Data-parallel training: this batch is one shard of a global batch
+            of ``n_total`` samples; the loss and the gradients are this
+            shard's part of the global batch's mean (the shards' results add
+            up to it). Default: the mean over this batch.
 
         Returns
         -------
@@ -262,10 +267,14 @@ class SparseMLP(PicklesArrayModule):
         if xp is not np and isinstance(y, np.ndarray):
             y = xp.asarray(y)  # host labels on a GPU model: one small copy
         cols = xp.arange(P.shape[1])
-        loss = xp.mean(lse - Zs[-1][y, cols])
+        if n_total is None:
+            loss = xp.mean(lse - Zs[-1][y, cols])
+        else:
+            loss = xp.sum(lse - Zs[-1][y, cols]) / n_total
         if xp is np:
             loss = float(loss)
-        G = cross_entropy_grad(P, y, out=self._buf(("G", self.n_layers - 1), P.shape), xp=xp)
+        G = cross_entropy_grad(P, y, out=self._buf(("G", self.n_layers - 1), P.shape), xp=xp,
+                               n_total=n_total)
         for i in range(self.n_layers - 1, -1, -1):
             dH = self.layers[i].backward(G, inputs[i], need_dX=i > 0,
                                          out=self._buf(("dH", i), inputs[i].shape)

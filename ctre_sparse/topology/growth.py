@@ -188,6 +188,10 @@ class GrowthContext:
         drawn from the ``rng`` passed to :meth:`GrowthStrategy.choose`.
     cosine_approx_oversample : int
         ``oversample`` of :func:`~ctre_sparse.approx.topk_cosine_sketch`.
+    topk_cosine : callable
+        The exact top-k of cosine growth, with the signature of
+        :func:`~ctre_sparse.ops.topk_cosine` (the default); data-parallel
+        training passes the split one of its communicator.
     """
 
     layer_index: int
@@ -200,6 +204,7 @@ class GrowthContext:
     block_bytes: int = ops.TOPK_BLOCK_BYTES
     cosine_approx_dim: int = None
     cosine_approx_oversample: int = 4
+    topk_cosine: object = ops.topk_cosine
 
 
 class GrowthStrategy:
@@ -268,7 +273,7 @@ class CosineGrowth(GrowthStrategy):
         if ctx.A_in is None or ctx.A_out is None:
             raise ValueError(f"growth {self.name!r} needs the activations A_in and A_out")
         if ctx.cosine_approx_dim is None:
-            rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
+            rows, cols, _ = ctx.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
                                             block_bytes=ctx.block_bytes, backend=ctx.backend)
         else:  # the sketch's own block default (it grows with the candidates)
             rows, cols, _ = approx.topk_cosine_sketch(
