@@ -7,8 +7,9 @@ and checks what rank 0 leaves in ``DIR``.
   a single-process checkpoint with 2 ranks, a 3-epoch run whose checkpoint a
   single process resumes, then the bad configurations (batch smaller than the
   ranks; a parameter, the package version or the data differing on rank 1);
-- ``kill9`` / ``stop``: a long fit whose rank 1 kills (SIGKILL) or stops
-  (SIGSTOP) itself in the middle of epoch 3, after writing the time.
+- ``kill9`` / ``stop`` / ``raise``: a long fit whose rank 1 kills (SIGKILL)
+  or stops (SIGSTOP) itself, or raises an error, in the middle of epoch 3,
+  after writing the time.
 """
 
 import json
@@ -79,8 +80,8 @@ def job_train(out):
 
 
 def _die_in_epoch_3(how, out):
-    """A callback that makes rank 1 kill or stop itself at the 3rd batch of epoch 3."""
-    sig = signal.SIGKILL if how == "kill9" else signal.SIGSTOP
+    """A callback that makes rank 1 kill, stop or fail itself at the 3rd batch of epoch 3."""
+    sig = {"kill9": signal.SIGKILL, "stop": signal.SIGSTOP}.get(how)
 
     def callback(est, record):
         if record["epoch"] != 2 or est._comm.rank != 1:
@@ -92,6 +93,8 @@ def _die_in_epoch_3(how, out):
             calls.append(1)
             if len(calls) == 3:
                 (out / "lost_at").write_text(repr(time.time()))
+                if sig is None:
+                    raise RuntimeError("an error on rank 1 alone")
                 os.kill(os.getpid(), sig)
             return backward(*args, **kwargs)
 

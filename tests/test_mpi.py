@@ -171,6 +171,16 @@ def test_a_killed_rank_ends_the_job(mpiexec, tmp_path):
     _assert_last_checkpoint_intact(tmp_path)
 
 
+def test_an_error_on_one_rank_ends_every_rank(mpiexec, tmp_path):
+    """An exception on rank 1 alone: the others would wait for it; the job is aborted."""
+    job, seconds, _ = _lose_rank_1(mpiexec, tmp_path, "raise", timeout_s=30)
+    assert job.returncode == 1, job.stdout + job.stderr
+    assert "MPI rank 1 of 2: RuntimeError: an error on rank 1 alone; stopping every rank" \
+        in job.stderr
+    assert seconds < 10, f"the job ended {seconds:.1f} s after the error"
+    _assert_last_checkpoint_intact(tmp_path)
+
+
 def test_train_command_under_mpiexec(mpiexec, tmp_path):
     out = tmp_path / "run"
     job = _run(mpiexec, [sys.executable, "-m", "ctre_sparse", "train", "--epochs", "3",

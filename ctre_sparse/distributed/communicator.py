@@ -424,28 +424,33 @@ def _limit_threads(comm, MPI):
 
 
 def _set_threads(threads):
+    """Set the native kernels', numba's and BLAS's thread counts; return the undo function.
+
+    numba first: starting its threading layer (OpenMP) resets OpenMP's count,
+    which the native kernels share; for the same reason it is undone before them.
+    """
     from threadpoolctl import ThreadpoolController
 
     from ..backends import native
 
-    undo = []
-    if native.unavailable_reason() is None:
-        before = native.get_num_threads()
-        native.set_num_threads(threads)
-        undo.append(lambda: native.set_num_threads(before))
     try:
         import numba
     except ImportError:  # pragma: no cover - numba is a core dependency
         numba = None
+    undo = []
     if numba is not None:
         before_numba = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         undo.append(lambda: numba.set_num_threads(before_numba))
+    if native.unavailable_reason() is None:
+        before_native = native.get_num_threads()
+        native.set_num_threads(threads)
+        undo.append(lambda: native.set_num_threads(before_native))
     blas = ThreadpoolController().limit(limits=threads, user_api="blas")
     undo.append(blas.restore_original_limits)
     logger.info("%d thread(s) per rank (cores shared by the ranks on this machine)", threads)
 
     def restore():
-        for fn in reversed(undo):
+        for fn in (undo[-1], *undo[:-1]):    # BLAS, numba, native
             fn()
     return restore
