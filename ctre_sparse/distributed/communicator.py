@@ -141,8 +141,9 @@ class MPICommunicator:
     stats : dict
         Running totals: ``allreduce_seconds``, ``allreduce_bytes``,
         ``n_allreduce`` (gradient reductions: wall time includes waiting for
-        the slowest rank), ``gather_seconds``, ``gather_bytes`` (top-k
-        candidates), ``n_batches``.
+        the slowest rank), ``topk_seconds`` (the split cosine top-k, gather
+        included), ``gather_seconds``, ``gather_bytes`` (top-k candidates),
+        ``n_batches``.
     """
 
     def __init__(self, comm=None, *, timeout=None, limit_threads=True):
@@ -154,7 +155,8 @@ class MPICommunicator:
         self.timeout = _timeout_from_env() if timeout is None else float(timeout)
         self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
         self.stats = dict.fromkeys(("allreduce_seconds", "allreduce_bytes", "n_allreduce",
-                                    "gather_seconds", "gather_bytes", "n_batches"), 0)
+                                    "topk_seconds", "gather_seconds", "gather_bytes",
+                                    "n_batches"), 0)
         self._epoch_start = dict(self.stats)
         self._bufs = {}
         self._closed = False
@@ -285,7 +287,9 @@ class MPICommunicator:
         dict
             ``ranks``, ``comm_seconds`` (gradient allreduce wall time of this
             rank during the epoch), ``comm_bytes_per_batch`` (bytes this rank
-            reduced per batch) and ``gather_seconds`` (top-k candidates).
+            reduced per batch), ``topk_seconds`` (the split cosine top-k of the
+            topology update, gather included) and ``gather_seconds`` (of it,
+            the gathering of the candidates).
 
         Raises
         ------
@@ -303,7 +307,7 @@ class MPICommunicator:
         self._epoch_start = dict(self.stats)
         return {"ranks": self.size, "comm_seconds": delta["allreduce_seconds"],
                 "comm_bytes_per_batch": delta["allreduce_bytes"] // max(delta["n_batches"], 1),
-                "gather_seconds": delta["gather_seconds"]}
+                "topk_seconds": delta["topk_seconds"], "gather_seconds": delta["gather_seconds"]}
 
     # ------------------------------------------------------------ topology
     def _allgatherv(self, arr):
@@ -322,6 +326,7 @@ class MPICommunicator:
         :func:`~ctre_sparse.distributed.split.merge_topk`. Same arguments and
         result as the op (NumPy arrays); identical on every rank.
         """
+        start = time.perf_counter()
         n_out, n_in = B.shape[0], A.shape[0]
         r0, r1 = shard_bounds(n_out, self.rank, self.size)
         keys = np.zeros(0, dtype=np.int64)
@@ -335,7 +340,9 @@ class MPICommunicator:
         keys, scores = self._allgatherv(keys), self._allgatherv(scores)
         self.stats["gather_seconds"] += time.perf_counter() - t0
         self.stats["gather_bytes"] += keys.nbytes + scores.nbytes
-        return merge_topk(keys, scores, k, n_in)
+        best = merge_topk(keys, scores, k, n_in)
+        self.stats["topk_seconds"] += time.perf_counter() - start
+        return best
 
     # ------------------------------------------------------------ before training
     def bcast(self, obj):

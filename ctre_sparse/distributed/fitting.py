@@ -77,17 +77,18 @@ def _run_config(est, X, codes):
 
     params = {k: v for k, v in params_json(est).items() if k not in RANK_LOCAL_PARAMS}
     backend = select_backend(est.backend, np.zeros(1)).__name__.rsplit(".", 1)[-1]
+    python = ".".join(platform.python_version_tuple()[:2])
     return {"ctre_sparse version": __version__, "numpy version": np.__version__,
-            "python version": platform.python_version(), "kernel backend": backend,
-            "data (CRC-32)": _data_digest(X, codes), "epochs done": int(est.n_iter_), "seed": int(est._entropy),
-            **{f"parameter {k}": v for k, v in params.items()}}
+            "python version": python, "kernel backend": backend,
+            "data (CRC-32)": _data_digest(X, codes), "epochs done": int(est.n_iter_),
+            "seed": int(est._entropy), **{f"parameter {k}": v for k, v in params.items()}}
 
 
 def check_before_training(est, comm, X, codes, n_train):
     """Raise the same ValueError on every rank for a configuration that cannot train.
 
     Ranks must agree on the package, NumPy and Python versions, the kernel
-    backend, every model parameter, the training data (its fingerprint), the
+    backend, every model parameter, the training data (a CRC-32), the
     epochs already trained and the seed; the global batch must hold at least
     one sample per rank.
     """
