@@ -101,6 +101,17 @@ def test_two_ranks_train_the_single_process_model(trained, dtype):
         assert same >= 0.99 * sum(mpi.n_connections_)
 
 
+def test_dropout_trains_one_model_over_two_ranks(trained):
+    """Each rank draws its own masks: the run is not the single-process one, but it learns
+    and the ranks stay identical (the epoch check raises otherwise)."""
+    out, refs, (X, y) = trained
+    clf = CTREClassifier.load(out / "dropout.npz")
+    losses = _losses(clf)
+    assert [r["ranks"] for r in clf.history_] == [2] * 5
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
+    assert clf.score(X, y) > 0.8
+
+
 def test_resume_with_another_number_of_ranks(trained):
     out, refs, (X, y) = trained
     ref = refs["float64"]

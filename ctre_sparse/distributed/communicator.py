@@ -149,10 +149,12 @@ class MPICommunicator:
     def __init__(self, comm=None, *, timeout=None, limit_threads=True):
         MPI = import_mpi()
         self._MPI = MPI
+        self.timeout = _timeout_from_env() if timeout is None else float(timeout)
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         base = MPI.COMM_WORLD if comm is None else comm
         self.comm = base.Dup()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.timeout = _timeout_from_env() if timeout is None else float(timeout)
         self.peers = self.comm.allgather((socket.gethostname(), os.getpid()))
         self.stats = dict.fromkeys(("allreduce_seconds", "allreduce_bytes", "n_allreduce",
                                     "topk_seconds", "gather_seconds", "gather_bytes",

@@ -188,10 +188,10 @@ class GrowthContext:
         drawn from the ``rng`` passed to :meth:`GrowthStrategy.choose`.
     cosine_approx_oversample : int
         ``oversample`` of :func:`~ctre_sparse.approx.topk_cosine_sketch`.
-    topk_cosine : callable
+    topk_cosine : callable or None
         The exact top-k of cosine growth, with the signature of
-        :func:`~ctre_sparse.ops.topk_cosine` (the default); data-parallel
-        training passes the split one of its communicator.
+        :func:`~ctre_sparse.ops.topk_cosine`; None (the default) is that op.
+        Data-parallel training passes the split one of its communicator.
     """
 
     layer_index: int
@@ -204,7 +204,7 @@ class GrowthContext:
     block_bytes: int = ops.TOPK_BLOCK_BYTES
     cosine_approx_dim: int = None
     cosine_approx_oversample: int = 4
-    topk_cosine: object = ops.topk_cosine
+    topk_cosine: object = None
 
 
 class GrowthStrategy:
@@ -273,8 +273,9 @@ class CosineGrowth(GrowthStrategy):
         if ctx.A_in is None or ctx.A_out is None:
             raise ValueError(f"growth {self.name!r} needs the activations A_in and A_out")
         if ctx.cosine_approx_dim is None:
-            rows, cols, _ = ctx.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
-                                            block_bytes=ctx.block_bytes, backend=ctx.backend)
+            topk = ops.topk_cosine if ctx.topk_cosine is None else ctx.topk_cosine
+            rows, cols, _ = topk(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
+                                 block_bytes=ctx.block_bytes, backend=ctx.backend)
         else:  # the sketch's own block default (it grows with the candidates)
             rows, cols, _ = approx.topk_cosine_sketch(
                 ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim,

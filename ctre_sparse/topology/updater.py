@@ -198,7 +198,7 @@ class TopologyUpdater:
                      self.growth.name, stats["n_pruned"], stats["n_cosine"], stats["n_random"])
         return stats
 
-    def _update_layer(self, i, layer, acts, optimizer, rng, *, topk=ops.topk_cosine):
+    def _update_layer(self, i, layer, acts, optimizer, rng, *, topk=None):
         W = layer.W
         pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
         n = int(pruned.removed_rows.shape[0])
