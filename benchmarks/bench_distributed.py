@@ -103,6 +103,32 @@ def _isolated_allreduce(comm, model, repeat=50):
     return float(np.median(times)), int(sum(b.nbytes for b in bufs))
 
 
+def _topk_split_times(trainer, X, repeat=3):
+    """Seconds of the exact top-k of layer 1 (hidden x hidden) whole and on half its rows.
+
+    What one of 2 ranks does in the split top-k, without the gather: the
+    trained model's activations over ``cosine_samples`` samples, the same k
+    as the topology update; best of ``repeat``.
+    """
+    from ctre_sparse import topk_cosine
+    from ctre_sparse.distributed import row_block
+
+    acts = trainer.model.activations(np.ascontiguousarray(X[:, :trainer.updater.cosine_samples]))
+    W = trainer.model.layers[1].W
+    A, B, k, half = acts[1], acts[2], int(trainer.updater.zeta * W.nnz), W.n_out // 2
+
+    def best(fn):
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+    return {"whole_s": best(lambda: topk_cosine(A, B, k, exclude=W)),
+            "half_rows_s": best(lambda: topk_cosine(A, B[:half], k,
+                                                    exclude=row_block(W, 0, half)))}
+
+
 def _install_overlap(comm, model):
     """The overlap experiment: every layer's allreduce overlaps the backward of the layers below.
 
@@ -154,6 +180,8 @@ def worker(args):
            "n_batches": -(-args.samples // args.batch_size),
            "n_connections": int(trainer.model.n_connections),
            "threads": _threads(), "warmup": warmup, "epochs": records}
+    if comm is None:
+        out["topk_layer1"] = _topk_split_times(trainer, X)
     if comm is not None:    # threads while training (close() restores the process's count)
         out["isolated_allreduce_s"], out["bytes_per_batch"] = _isolated_allreduce(
             comm, trainer.model)
@@ -230,17 +258,18 @@ def scaling_model(rows, n_batches, n_layers, batch_size):
     ``t_c``: training seconds per global batch of the plain run (whole batch,
     one machine); ``K``: the cosine top-k of the topology update (split P
     ways), ``R``: the rest of it (every rank does it), both from the P = 1
-    MPI run; ``V``: bytes reduced per batch.
+    MPI runs; medians over the rounds; ``V``: bytes reduced per batch.
     Epoch(P) = batches * (t_c / P + allreduce(P)) + R + K / P.
     ``batch_for_20pct``: the smallest global batch whose allreduce is at most
     20% of a batch step (compute grows with the batch, the allreduce does not).
     """
-    plain = next(r for r in rows if r["label"].startswith("1 process"))
-    one = next(r for r in rows if r["label"] == "MPI, P = 1")
-    t_c = plain["training_s"] / n_batches
-    K = one["topk_s"]
-    R = max(one["topology_s"] - K, 0.0)           # same run: the same epochs' update
-    V = one["bytes_per_batch"]
+    def median(label, key):                      # over the interleaved rounds
+        return float(np.median([r[key] for r in rows if r["label"] == label]))
+
+    t_c = median("1 process, no MPI", "training_s") / n_batches
+    K = median("MPI, P = 1", "topk_s")
+    R = max(median("MPI, P = 1", "topology_s") - K, 0.0)    # the same runs' updates
+    V = next(r for r in rows if r["label"] == "MPI, P = 1")["bytes_per_batch"]
     table = []
     for name, bandwidth, latency in NETWORKS:
         base = n_batches * t_c + R + K
