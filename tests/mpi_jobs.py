@@ -4,7 +4,7 @@ Not a test module: ``tests/test_mpi.py`` runs these with ``mpiexec -n 2``
 and checks what rank 0 leaves in ``DIR``.
 
 - ``train``: the equivalence fits (float64 and float32, 5 epochs), one with
-  dropout, a resume of
+  dropout, two ``partial_fit`` calls, a resume of
   a single-process checkpoint with 2 ranks, a 3-epoch run whose checkpoint a
   single process resumes, then the bad configurations (batch smaller than the
   ranks; a parameter, the package version or the data differing on rank 1);
@@ -61,6 +61,10 @@ def job_train(out):
     for dtype in ("float64", "float32"):
         _fit(out, dtype, X, y, dtype=np.dtype(dtype).type)
     _fit(out, "dropout", X, y, dropout=0.2)   # each rank its own masks; one model still
+    partial = CTREClassifier(distributed="mpi", **PARAMS)
+    for _ in range(2):
+        partial.partial_fit(X, y, classes=np.unique(y))
+    partial.save(out / "partial.npz")
     # resume with 2 ranks what one process started (tests/test_mpi.py wrote it)
     CTREClassifier(distributed="mpi", **{**PARAMS, "dtype": np.float64}).fit(
         X, y, resume=out / "single3" / "checkpoint.npz").save(out / "resumed_from_1.npz")

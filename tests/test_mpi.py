@@ -118,6 +118,16 @@ def test_dropout_trains_one_model_over_two_ranks(trained):
     assert clf.score(X, y) > 0.8
 
 
+def test_partial_fit_over_two_ranks(trained):
+    out, refs, (X, y) = trained
+    clf = CTREClassifier.load(out / "partial.npz")
+    assert clf.n_iter_ == 2 and [r["ranks"] for r in clf.history_] == [2, 2]
+    one = CTREClassifier(**mpi_jobs.PARAMS)
+    for _ in range(2):
+        one.partial_fit(X, y, classes=np.unique(y))
+    np.testing.assert_allclose(_losses(clf), _losses(one), rtol=LOSS_RTOL["float32"])
+
+
 def test_resume_with_another_number_of_ranks(trained):
     out, refs, (X, y) = trained
     ref = refs["float64"]
