@@ -39,6 +39,10 @@ ENV_TIMEOUT = "CTRE_SPARSE_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 10.0
 #: Exit status of every rank when a lost rank ends the job (EX_TEMPFAIL: resume it).
 EXIT_RANK_LOST = 75
+#: Seconds between reporting a fatal error and MPI_Abort: the launcher forwards the ranks'
+#: stderr through pipes and may exit on the abort before it has read them (the message
+#: was seen lost that way under load).
+ABORT_GRACE = 1.0
 #: Environment variables in which MPI launchers announce the number of processes.
 _LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE",
                        "PMIX_SIZE")
@@ -101,7 +105,8 @@ def _report_fatal(message):
     """Log ``message`` at CRITICAL; also on stderr when logging is not configured.
 
     The process is ended right after (MPI_Abort), so the report must not
-    depend on the application having set up logging.
+    depend on the application having set up logging; it is flushed, then
+    the launcher is given :data:`ABORT_GRACE` seconds to forward it.
     """
     logger.critical(message)
     if not logging.getLogger().handlers:
@@ -109,6 +114,7 @@ def _report_fatal(message):
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE)
 
 
 class MPICommunicator:
