@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 #: Parameters that may differ between an interrupted fit and the one resuming it.
 RESUMABLE_PARAMS = ("max_epochs", "verbose", "checkpoint_dir", "checkpoint_every", "backend",
-                    "device")
+                    "device", "distributed")
 
 
 def fingerprint(X, codes, dtype):

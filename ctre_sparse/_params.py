@@ -76,6 +76,11 @@ def check_params(est, growths, activations):
         raise ValueError(f"device='cuda' needs backend 'auto' or 'cuda', got {_shown(est.backend)!r}")
     if not isinstance(est.standardize, (bool, np.bool_)):
         raise ValueError(f"standardize must be True or False, got {_shown(est.standardize)!r}")
+    if est.distributed not in (None, "mpi"):
+        raise ValueError(f"distributed must be None or 'mpi', got {_shown(est.distributed)!r}")
+    if est.distributed is not None and est.device != "cpu":
+        raise ValueError(f"distributed={est.distributed!r} trains on the CPU only, got "
+                         f"device={est.device!r}")
     if np.dtype(est.dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {est.dtype!r}")
 

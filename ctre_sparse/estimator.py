@@ -30,6 +30,7 @@ from ._estimator_state import (check_resumable, check_saved_model, fingerprint, 
 from ._params import check_params, hidden_sizes, params_json
 from ._version import __version__
 from .device import to_host
+from .distributed import fitting as mpi
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,11 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         the whole fit, topology updates included; needs the CUDA backend
         (a ValueError gives the reason when it is unavailable) and
         ``backend`` "auto" or "cuda". Saved files hold NumPy arrays either way.
+    distributed : {None, "mpi"}, default None
+        ``"mpi"``: one rank of a data-parallel fit (``mpiexec -n P python
+        script.py``, the same data and parameters on every rank), training
+        one model; only rank 0 writes files. Needs ``ctre_sparse[mpi]``;
+        CPU only. See :mod:`ctre_sparse.distributed`, docs/distributed.md.
     checkpoint_dir : str or Path, optional
         Write ``checkpoint.npz`` (the :meth:`save` format) there every
         ``checkpoint_every`` epochs and at the end of :meth:`fit`, atomically.
@@ -191,8 +197,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, cosine_mode="auto",
                  dropout=0.0, standardize=True, random_state=None, verbose=0, backend="auto",
-                 device="cpu",
-                 checkpoint_dir=None, checkpoint_every=1, dtype=np.float32):
+                 device="cpu", distributed=None, checkpoint_dir=None, checkpoint_every=1,
+                 dtype=np.float32):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.density = density
@@ -217,6 +223,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.backend = backend
         self.device = device
+        self.distributed = distributed
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.dtype = dtype
@@ -411,14 +418,35 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             self._init_classes(y, classes)
             self._fit_scaling(X)
         codes = self._encode(y)
-        checkpoint = self._resume_path(resume) if not incremental else None
+        comm = self._comm = mpi.connect(self) if self.distributed else None
+        try:
+            self._prepare(X, codes, incremental, first, resume)
+            epochs = 1 if incremental else self.max_epochs - self.n_iter_
+            val_idx = np.zeros(0, np.int64) if incremental else self._val_idx
+            if comm is not None:
+                mpi.check_before_training(comm, params=params_json(self), n_iter=self.n_iter_,
+                                          seed=self._entropy, X=X, codes=codes,
+                                          n_train=X.shape[0] - val_idx.size)
+                self._trainer.communicator = comm
+            with mpi.collective_errors(comm):
+                self._train(X, codes, val_idx, epochs, callbacks or (), final=not incremental)
+        finally:
+            self._comm = None
+            if comm is not None:
+                mpi.disconnect(comm, getattr(self, "_trainer", None))
+        return self
+
+    def _prepare(self, X, codes, incremental, first, resume):
+        """Restore the checkpoint to resume from, or build the model (MPI: rank 0 reads, seeds)."""
+        comm = self._comm
+        checkpoint = mpi.from_root(comm, self._resume_path, resume) if not incremental else None
         if checkpoint is not None:
-            self._set_state(persistence.read_state(checkpoint, select=saved_array_names), X,
-                            codes, source=checkpoint)
+            state = mpi.from_root(comm, _read_checkpoint, checkpoint)
+            self._set_state(state, X, codes, source=checkpoint)
         elif not first:
             self._apply_changed_params()
         else:
-            entropy = self._seed_sequence()
+            entropy = mpi.from_root(comm, self._seed_sequence)
             split_seed = self._build(X.shape[1], len(self.classes_), entropy)
             self._entropy = entropy
             self._val_idx = (np.zeros(0, np.int64) if incremental
@@ -426,10 +454,6 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             self._fingerprint = None if incremental else fingerprint(X, codes, self.dtype)
             self.history_ = []
             self.n_iter_ = 0
-        epochs = 1 if incremental else self.max_epochs - self.n_iter_
-        val_idx = np.zeros(0, np.int64) if incremental else self._val_idx
-        self._train(X, codes, val_idx, epochs, callbacks or (), final=not incremental)
-        return self
 
     def _init_classes(self, y, classes):
         if classes is not None:
@@ -470,7 +494,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         for i in range(max(0, epochs)):
             record = self._one_epoch(X_fm, y_tr, X_val_fm, y_val)
             written = self._after_epoch(record, last=final and i == epochs - 1)
-            if any([bool(cb(self, record)) for cb in callbacks]):   # every callback is called
+            stop = any([bool(cb(self, record)) for cb in callbacks])   # every callback is called
+            if self._comm is not None:
+                stop = self._comm.any_rank(stop)     # the ranks stop together
+            if stop:
                 logger.info("training stopped by a callback after epoch %d", self.n_iter_)
                 if not written and self._checkpoint_path() is not None:
                     self._write(self._checkpoint_path())
@@ -503,7 +530,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                 + ("" if val is None else f", val acc {val:.4f}")
                 + f", {record.get('seconds', 0.0):.2f}s")
         logger.debug(line)     # the training core logs each epoch at INFO already
-        if self.verbose:
+        if self.verbose and self._writes_files():
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
         return written
@@ -624,7 +651,14 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             return path
         return Path(resume)
 
+    def _writes_files(self):
+        """False on the ranks other than 0 of a distributed fit in progress."""
+        comm = getattr(self, "_comm", None)
+        return comm is None or comm.is_root
+
     def _write(self, path):
+        if not self._writes_files():
+            return Path(path)
         return persistence.write_state(path, self._get_state())
 
     def _get_state(self):
@@ -703,6 +737,11 @@ _LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay
 #: Parameters that ``partial_fit`` does not use or reads at every call.
 _IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
                           "batch_size", "validation_fraction", "random_state"})
+
+
+def _read_checkpoint(path):
+    """The state of a checkpoint to resume from (only the members a model file defines)."""
+    return persistence.read_state(path, select=saved_array_names)
 
 
 def _loadable_params(meta, device, path):

@@ -81,6 +81,11 @@ class Trainer:
         with that signature); one may set ``trainer.stop = True``.
     eval_batch_size : int, default 1024
         Chunk size when computing the validation accuracy.
+    communicator : MPICommunicator, optional
+        Data-parallel training (:mod:`ctre_sparse.distributed`): this
+        process is one rank of several training one model; ``batch_size`` is
+        the global batch, of which this rank computes its shard. None (the
+        default): one process.
 
     Attributes
     ----------
@@ -105,7 +110,7 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer, updater=None, *, batch_size=100, random_state=None,
-                 callbacks=(), eval_batch_size=1024):
+                 callbacks=(), eval_batch_size=1024, communicator=None):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.model = model
@@ -114,6 +119,7 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.callbacks = list(callbacks)
+        self.communicator = communicator
         self.rng = check_random_state(random_state)
         self.epoch = 0
         self.history = []
@@ -196,7 +202,8 @@ class Trainer:
             return {"n_pruned": 0, "n_cosine": 0, "n_random": 0}, 0.0
         t0 = time.perf_counter()
         stats = self.updater.update(self.model, X, optimizer=self.optimizer,
-                                    val_accuracy=self._monitor, rng=self.rng)
+                                    val_accuracy=self._monitor, rng=self.rng,
+                                    communicator=self.communicator)
         synchronize(self.model.xp)  # the GPU's queued work belongs to the topology time
         return stats, time.perf_counter() - t0
 
@@ -220,20 +227,42 @@ class Trainer:
         xp = model.xp
         n = X.shape[1]
         order = xp.asarray(rng.permutation(n))
-        drop_rng = dropout_generator(rng, xp, needed=model.dropout > 0)
+        comm = self.communicator
+        drop_rng = (dropout_generator(rng, xp, needed=model.dropout > 0) if comm is None
+                    else comm.dropout_generator(rng, model.dropout))
         n_batches = -(-n // bs)
         losses = xp.empty(n_batches, dtype=xp.float64)
         correct = xp.empty(n_batches, dtype=xp.int64)
         for b in range(n_batches):
             idx = xp.sort(order[b * bs:(b + 1) * bs])  # sorted: a faster gather, same batch
-            yb = y[idx]
-            P = model.forward(self._batch(X, idx), training=True, rng=drop_rng)
-            correct[b] = xp.count_nonzero(xp.argmax(P, axis=0) == yb)
-            losses[b] = model.backward(yb)
+            if comm is None:
+                yb = y[idx]
+                P = model.forward(self._batch(X, idx), training=True, rng=drop_rng)
+                correct[b] = xp.count_nonzero(xp.argmax(P, axis=0) == yb)
+                losses[b] = model.backward(yb)
+            else:
+                losses[b], correct[b] = self._shard_step(X, y, idx, drop_rng)
             opt.step(model)
         finite = xp.stack([xp.all(xp.isfinite(layer.W.data)) & xp.all(xp.isfinite(layer.b))
                            for layer in model.layers])
         return self._epoch_totals(to_host(losses), to_host(correct), to_host(finite), n)
+
+    def _shard_step(self, X, y, idx, drop_rng):
+        """Data-parallel forward and backward of this rank's shard of the batch ``idx``.
+
+        The gradients are those of the whole batch's mean loss (divided by its
+        size, not the shard's) and are summed over the ranks, with the loss
+        and the correct count, by the communicator: every rank then holds the
+        whole batch's gradient. Returns ``(loss, correct)`` of the whole batch.
+        """
+        comm, model = self.communicator, self.model
+        n_batch = idx.shape[0]
+        idx = comm.shard(idx)
+        yb = y[idx]
+        P = model.forward(self._batch(X, idx), training=True, rng=drop_rng)
+        n_correct = int(np.count_nonzero(np.argmax(P, axis=0) == yb))
+        loss = model.backward(yb, n_total=n_batch)
+        return comm.allreduce_gradients(model, loss, n_correct)
 
     def _epoch_totals(self, losses, correct, finite, n):
         """Mean loss and accuracy from per-batch host arrays; raises on divergence."""
@@ -288,6 +317,9 @@ class Trainer:
             raise ValueError("X has no samples (shape (n_features, 0)); need at least one")
         if X_val is not None:
             X_val, y_val = self._check_data(X_val, y_val, "X_val")
+        if self.communicator is not None and self.model.device != "cpu":
+            raise ValueError("data-parallel (MPI) training runs on the CPU only; move the model "
+                             "to the CPU or train without a communicator")
         X, y = self._device_arrays(X, y)
         if X_val is not None:
             X_val, y_val = self._device_arrays(X_val, y_val)
@@ -298,7 +330,9 @@ class Trainer:
             self._diverged(f"the mean loss of the epoch is {train_loss:.4g} "
                            f"(> {DIVERGED_LOSS:g}: exploding weights)")
         val_acc = None
-        if X_val is not None:
+        if X_val is not None and self.communicator is not None:
+            val_acc = self.communicator.accuracy(self.model, X_val, y_val, self.eval_batch_size)
+        elif X_val is not None:
             val_acc = accuracy(self.model.predict_codes(X_val, self.eval_batch_size), y_val)
         self._monitor = val_acc if val_acc is not None else train_acc
         self.epoch += 1
@@ -308,6 +342,8 @@ class Trainer:
                   "n_pruned": int(topo["n_pruned"]), "n_cosine": int(topo["n_cosine"]),
                   "n_random": int(topo["n_random"]), "cosine_modes": topo.get("cosine_modes"),
                   "n_connections": int(self.model.n_connections)}
+        if self.communicator is not None:   # same model on every rank; communication figures
+            record.update(self.communicator.end_epoch(self.model))
         self.history.append(record)
         logger.info("epoch %d: loss %.4f, train acc %.4f, val acc %s, %.2fs (topology %.2fs, "
                     "%d cosine + %d random)", self.epoch, train_loss, train_acc,

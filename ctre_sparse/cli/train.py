@@ -6,12 +6,18 @@ cores. Output folder (``--out``): ``history.json`` (per-epoch records and a
 summary), ``model.npz`` (:meth:`CTREClassifier.save` format),
 ``learning_curves.png``, ``input_connectivity.png`` and ``checkpoint.npz``
 (rewritten every ``--checkpoint-every`` epochs; ``--resume`` continues from it).
+
+Started by an MPI launcher (``mpiexec -n P ctre-sparse train ...``), the P
+processes train one model together (``--distributed``, default ``auto``;
+:mod:`ctre_sparse.distributed`); rank 0 alone prints and writes the outputs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -147,6 +153,10 @@ def register(subparsers):
     p.add_argument("--device", default=d["device"], choices=["cpu", "cuda"],
                    help="where training runs: cpu, or cuda (a GPU through CuPy; see "
                         "`ctre-sparse info`) (default: %(default)s)")
+    p.add_argument("--distributed", default="auto", choices=["auto", "mpi", "none"],
+                   help="data-parallel training over MPI: 'auto' when started by an MPI "
+                        "launcher with several processes (mpiexec -n P ctre-sparse train), "
+                        "'none' trains P independent copies (default: %(default)s)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: runs/<dataset>-<growth>-seed<seed>)")
     p.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
@@ -172,8 +182,29 @@ def _estimator(args, out):
         cosine_approx_dim=args.cosine_approx_dim,
         cosine_approx_oversample=args.cosine_approx_oversample, cosine_mode=args.cosine_mode,
         standardize=not args.no_standardize, random_state=args.seed,
-        backend=args.backend, device=args.device,
+        backend=args.backend, device=args.device, distributed=_distributed(args),
         checkpoint_dir=out, checkpoint_every=max(1, args.checkpoint_every))
+
+
+def _distributed(args):
+    """``"mpi"`` or None, from ``--distributed`` and the launcher's environment."""
+    from ..distributed import mpi_size_from_env
+
+    if args.distributed == "auto":
+        return "mpi" if (mpi_size_from_env() or 1) > 1 else None
+    return None if args.distributed == "none" else "mpi"
+
+
+def _ranks(args):
+    """``(rank, size, where)`` of this process; ``(0, 1, "")`` without MPI."""
+    if _distributed(args) is None:
+        return 0, 1, ""
+    from ..distributed import import_mpi
+
+    world = import_mpi().COMM_WORLD
+    peers = world.allgather((socket.gethostname(), os.getpid()))
+    where = ", ".join(f"rank {r}: pid {pid} on {host}" for r, (host, pid) in enumerate(peers))
+    return world.Get_rank(), world.Get_size(), where
 
 
 def _summary(clf, ds, seconds, test_accuracy):
@@ -185,6 +216,7 @@ def _summary(clf, ds, seconds, test_accuracy):
             "n_test": int(ds.X_test.shape[0]), "n_features": ds.n_features,
             "n_classes": int(len(clf.classes_)), "layer_sizes": sizes,
             "growth": clf.growth, "epochs": int(clf.n_iter_), "seconds": seconds,
+            "ranks": int(clf.history_[-1].get("ranks", 1)) if clf.history_ else 1,
             "topology_seconds": sum(r.get("topology_seconds", 0.0) for r in clf.history_),
             "test_accuracy": test_accuracy, "best_val_accuracy": max(vals) if vals else None,
             "n_connections": conns, "n_connections_per_layer": clf.n_connections_,
@@ -219,15 +251,16 @@ def _output_folder(args):
     return out
 
 
-def _resume(args, out):
-    """``fit``'s ``resume`` argument; says so when --resume finds no checkpoint."""
+def _resume(args, out, report=True):
+    """``fit``'s ``resume`` argument; says so (when ``report``) if --resume finds no checkpoint."""
     from ..estimator import CHECKPOINT_NAME
 
     if not args.resume:
         return False
     if not (out / CHECKPOINT_NAME).exists():
-        sys.stderr.write(f"ctre-sparse: --resume: no checkpoint in {out}/ "
-                         f"({CHECKPOINT_NAME}); training from scratch\n")
+        if report:
+            sys.stderr.write(f"ctre-sparse: --resume: no checkpoint in {out}/ "
+                             f"({CHECKPOINT_NAME}); training from scratch\n")
         return False
     return True
 
@@ -244,18 +277,25 @@ def run(args):
     out = _output_folder(args)
     clf.set_params(checkpoint_dir=out)
     ds = load_dataset(args.dataset)
-    resume = _resume(args, out)
-    sys.stderr.write(f"training on {ds.name}: {ds.X_train.shape[0]} train / "
-                     f"{ds.X_test.shape[0]} test samples, "
-                     f"{_plural(ds.n_features, 'feature')}, {_plural(len(ds.classes), 'class')}; "
-                     f"hidden {args.hidden}, growth {args.growth}\n")
+    rank, size, where = _ranks(args)
+    resume = _resume(args, out, report=rank == 0)
+    if rank == 0:
+        sys.stderr.write(f"training on {ds.name}: {ds.X_train.shape[0]} train / "
+                         f"{ds.X_test.shape[0]} test samples, "
+                         f"{_plural(ds.n_features, 'feature')}, "
+                         f"{_plural(len(ds.classes), 'class')}; hidden {args.hidden}, growth "
+                         f"{args.growth}" + (f"; {size} MPI ranks ({where})" if size > 1 else "")
+                         + "\n")
     bar = ProgressBar(args.epochs)
     t0 = time.perf_counter()
     try:
-        clf.fit(ds.X_train, ds.y_train, resume=resume, callbacks=() if args.quiet else [bar])
+        clf.fit(ds.X_train, ds.y_train, resume=resume,
+                callbacks=() if args.quiet or rank else [bar])
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
+    if rank:
+        return 0    # rank 0 reports and writes the outputs
     summary = _summary(clf, ds, seconds, float(clf.score(ds.X_test, ds.y_test)))
     _write_outputs(clf, ds, out, summary)
     _print_summary(summary, out)
@@ -267,7 +307,8 @@ def _print_summary(s, out):
           + ("" if s["best_val_accuracy"] is None
              else f" (best validation {s['best_val_accuracy']:.4f})"))
     print(f"time {s['seconds']:.1f} s for {s['epochs']} epochs "
-          f"(topology updates {s['topology_seconds']:.1f} s)")
+          f"(topology updates {s['topology_seconds']:.1f} s)"
+          + (f" on {s['ranks']} MPI ranks" if s["ranks"] > 1 else ""))
     print(f"network {'-'.join(map(str, s['layer_sizes']))}: {s['n_connections']} connections, "
           f"density {100 * s['density']:.2f}% of the dense {s['dense_connections']}")
     print(f"wrote {out}/: {', '.join(OUTPUT_FILES)}")

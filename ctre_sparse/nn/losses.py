@@ -41,10 +41,13 @@ def softmax(Z, out=None, *, return_lse=False, xp=None):
     return out
 
 
-def cross_entropy_grad(P, y, out=None, *, xp=None):
+def cross_entropy_grad(P, y, out=None, *, xp=None, n_total=None):
     """Gradient of the mean cross-entropy w.r.t. the logits: ``(P - onehot(y)) / batch``.
 
     ``xp`` is the array module of ``P`` (found from ``P`` when not given).
+    ``n_total`` replaces ``batch`` as the divisor: this batch is then a shard
+    of a global batch of ``n_total`` samples (data-parallel training), whose
+    mean loss the shards' gradients add up to.
     """
     if xp is None:
         xp = array_module(P)
@@ -54,7 +57,7 @@ def cross_entropy_grad(P, y, out=None, *, xp=None):
     elif out is not P:
         xp.copyto(out, P)
     out[y, xp.arange(batch)] -= 1
-    out *= 1.0 / batch
+    out *= 1.0 / (batch if n_total is None else n_total)
     return out
 
 

@@ -267,7 +267,7 @@ class SparseMLP(PicklesArrayModule):
         self._cache = (inputs, Zs, As, masks, P, lse) if training else None
         return P, As
 
-    def backward(self, y):
+    def backward(self, y, n_total=None):
         """Back-propagate the mean softmax cross-entropy of the last training forward.
 
         Fills ``grad_W``/``grad_b`` of every layer.
@@ -276,6 +276,11 @@ class SparseMLP(PicklesArrayModule):
         ----------
         y : int ndarray, shape (batch,)
             Class codes of the batch given to ``forward(..., training=True)``.
+        n_total : int, optional
+            Data-parallel training: this batch is one shard of a global batch
+            of ``n_total`` samples; the loss and the gradients are this
+            shard's part of the global batch's mean (the shards' results add
+            up to it). Default: the mean over this batch.
 
         Returns
         -------
@@ -290,8 +295,10 @@ class SparseMLP(PicklesArrayModule):
         self._cache = None
         xp, buffers = self.xp, self._buffers
         y = xp.asarray(y)  # host labels on a GPU model: one small copy
-        loss = host_scalar(xp.mean(lse - Zs[-1][y, xp.arange(P.shape[1])]))
-        G = cross_entropy_grad(P, y, out=buffers.get(("G", self.n_layers - 1), P.shape), xp=xp)
+        losses = lse - Zs[-1][y, xp.arange(P.shape[1])]
+        loss = host_scalar(xp.mean(losses) if n_total is None else xp.sum(losses) / n_total)
+        G = cross_entropy_grad(P, y, out=buffers.get(("G", self.n_layers - 1), P.shape), xp=xp,
+                               n_total=n_total)
         for i in range(self.n_layers - 1, 0, -1):
             dH = self.layers[i].backward(G, inputs[i], out=buffers.get(("dH", i),
                                                                         inputs[i].shape))

@@ -191,6 +191,11 @@ class GrowthContext:
         :func:`~ctre_sparse.cosine_index.topk_cosine_index` (its defaults).
         The approximate ones draw their randomness from the ``rng`` passed to
         :meth:`GrowthStrategy.choose`; exact leaves it untouched.
+    topk_cosine : callable or None
+        The exact top-k of cosine growth (``cosine_mode="exact"``), with the
+        signature of :func:`~ctre_sparse.ops.topk_cosine`; None (the default)
+        is that op. Data-parallel training passes the split one of its
+        communicator.
     """
 
     layer_index: int
@@ -204,6 +209,7 @@ class GrowthContext:
     cosine_approx_dim: int = None
     cosine_approx_oversample: int = 4
     cosine_mode: str = "exact"
+    topk_cosine: object = None
 
 
 class GrowthStrategy:
@@ -274,8 +280,9 @@ class CosineGrowth(GrowthStrategy):
         if ctx.A_in is None or ctx.A_out is None:
             raise ValueError(f"growth {self.name!r} needs the activations A_in and A_out")
         if ctx.cosine_mode == "exact":
-            rows, cols, _ = ops.topk_cosine(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
-                                            block_bytes=ctx.block_bytes, backend=ctx.backend)
+            topk = ops.topk_cosine if ctx.topk_cosine is None else ctx.topk_cosine
+            rows, cols, _ = topk(ctx.A_in, ctx.A_out, n, exclude=ctx.W,
+                                 block_bytes=ctx.block_bytes, backend=ctx.backend)
         elif ctx.cosine_mode == "sketch":  # the sketch's own block default (grows with k)
             rows, cols, _ = cosine_sketch.topk_cosine_sketch(
                 ctx.A_in, ctx.A_out, n, exclude=ctx.W, dim=ctx.cosine_approx_dim or 128,

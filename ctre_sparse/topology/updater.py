@@ -179,7 +179,8 @@ class TopologyUpdater:
             self._act_buffers = (weakref.ref(model), buffers)
         return model.activations(X, batch_size=chunk, buffers=buffers)
 
-    def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None):
+    def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None,
+               communicator=None):
         """Prune and regrow every layer of ``model`` in place.
 
         Parameters
@@ -194,6 +195,14 @@ class TopologyUpdater:
             When given, passed to :meth:`observe` first (CTRE-seq's monitor).
         rng : numpy.random.Generator or int, optional
             Draws the sample subset, random connections and new weights.
+        communicator : MPICommunicator, optional
+            Data-parallel training: the exact cosine top-k of every layer is
+            split over the ranks by output neurons
+            (:meth:`~ctre_sparse.distributed.MPICommunicator.topk_cosine`);
+            the rest (activations, pruning, random draws from the shared
+            ``rng``, insertion, and the sketched top-k of layers using
+            ``cosine_approx_dim``) runs whole on every rank, with the same
+            result.
 
         Returns
         -------
@@ -211,8 +220,9 @@ class TopologyUpdater:
         if self.growth.prunes and self.zeta > 0:
             acts = (self._sample_activations(model, X, rng)
                     if self.growth.needs_activations else None)
+            split = {} if communicator is None else {"topk": communicator.topk_cosine}
             for i, layer in enumerate(model.layers):
-                layer_stats.append(self._update_layer(i, layer, acts, optimizer, rng))
+                layer_stats.append(self._update_layer(i, layer, acts, optimizer, rng, **split))
         else:
             layer_stats = [{"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": layer.W.nnz,
                             "cosine_mode": None} for layer in model.layers]
@@ -224,7 +234,7 @@ class TopologyUpdater:
                      self.growth.name, stats["n_pruned"], stats["n_cosine"], stats["n_random"])
         return stats
 
-    def _update_layer(self, i, layer, acts, optimizer, rng):
+    def _update_layer(self, i, layer, acts, optimizer, rng, *, topk=None):
         W = layer.W
         pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
         n = int(pruned.removed_rows.shape[0])
@@ -238,7 +248,7 @@ class TopologyUpdater:
                             backend=self.backend, block_bytes=self.block_bytes,
                             cosine_approx_dim=self.cosine_approx_dim,
                             cosine_approx_oversample=self.cosine_approx_oversample,
-                            cosine_mode=mode or "exact")
+                            cosine_mode=mode or "exact", topk_cosine=topk)
         rows, cols, n_cosine = self.growth.choose(ctx, n, rng)
         if rows.shape[0] != n:
             raise RuntimeError(f"growth {self.growth.name!r} gave {rows.shape[0]} connections "
