@@ -40,7 +40,8 @@ import time
 import numpy as np
 
 from ._random import check_random_state
-from .device import array_module, as_array, dropout_generator, synchronize, to_host, to_module
+from .device import (array_module, as_array, dropout_generator, empty_aligned, synchronize,
+                     to_host, to_module)
 from .training_ops import gather_columns
 
 logger = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class Trainer:
         buf = self._xbuf
         if buf is None or buf.shape != shape or buf.dtype != X.dtype or \
                 array_module(buf) is not array_module(X):
-            self._xbuf = buf = self.model.xp.empty(shape, dtype=X.dtype)
+            self._xbuf = buf = empty_aligned(self.model.xp, shape, X.dtype)
         return gather_columns(X, idx, out=buf, backend=self.model.backend)
 
     def _train_batches(self, X, y):

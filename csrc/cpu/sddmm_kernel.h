@@ -6,8 +6,11 @@
 // the row's nonzeros stream by four at a time (four independent FMA chains);
 // each nonzero then costs one pass over its X row and a share of one
 // horizontal-sum tree per four nonzeros. Batches longer than a chunk add the
-// partial dots of each chunk into out[p]. On AVX-512 the chunks are aligned to
-// X's cache lines and X rows are prefetched ahead, as in spmm_kernel.h.
+// partial dots of each chunk into out[p]. On AVX-512 X rows are prefetched
+// ahead as in spmm_kernel.h, but, unlike spmm's, the chunks start at column 0
+// rather than at X's cache lines: which lane a column falls in decides how the
+// horizontal sums round, and the result must not depend on where the caller's
+// arrays happen to start in memory (same seed, same bits).
 
 namespace ctre {
 namespace CTRE_ISA_NS {
@@ -173,7 +176,7 @@ void sddmm_rows(std::int64_t n_rows, std::int64_t batch, const I* indptr, const 
   const std::int64_t nnz = n_rows ? static_cast<std::int64_t>(indptr[n_rows]) : 0;
   const std::int64_t chunk = row_chunk(n_rows);
   const bool parallel = nnz * batch > kParallelWork;
-  const LinePlan<T> plan = line_plan(X, batch);
+  const LinePlan<T> plan = column_plan<T>(batch);  // lanes by column: alignment-independent sums
 #pragma omp parallel if (parallel)
   {
     DenormalGuard ftz;

@@ -212,14 +212,11 @@ struct LinePlan {
   typename Simd<T>::M first, last, all;
 };
 
+// The plan of rows of `batch` values whose first column sits `shift` values after a line.
 template <class T>
-inline LinePlan<T> line_plan(const T* base, std::int64_t batch) {
+inline LinePlan<T> shifted_plan(std::int64_t batch, int shift) {
   using S = Simd<T>;
   constexpr int W = S::W;
-  const auto addr = reinterpret_cast<std::uintptr_t>(base);
-  int shift = 0;
-  if ((batch * static_cast<std::int64_t>(sizeof(T))) % 64 == 0 && addr % sizeof(T) == 0)
-    shift = static_cast<int>((addr % 64) / sizeof(T));
   const std::int64_t span = batch + shift;
   LinePlan<T> pl;
   pl.start = -shift;
@@ -230,12 +227,32 @@ inline LinePlan<T> line_plan(const T* base, std::int64_t batch) {
                     : pl.all;
   return pl;
 }
+
+template <class T>
+inline LinePlan<T> line_plan(const T* base, std::int64_t batch) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(base);
+  int shift = 0;
+  if ((batch * static_cast<std::int64_t>(sizeof(T))) % 64 == 0 && addr % sizeof(T) == 0)
+    shift = static_cast<int>((addr % 64) / sizeof(T));
+  return shifted_plan<T>(batch, shift);
+}
+
+// The plan that reads each row from its first column on, whatever the alignment: for a kernel
+// whose result depends on which lane a column falls in (the horizontal sums of sddmm), so that
+// the result does not depend on where the caller's arrays happen to start in memory.
+template <class T>
+inline LinePlan<T> column_plan(std::int64_t batch) {
+  return shifted_plan<T>(batch, 0);
+}
 #else
 template <class T>
 struct LinePlan {};
 
 template <class T>
 inline LinePlan<T> line_plan(const T*, std::int64_t) { return LinePlan<T>{}; }
+
+template <class T>
+inline LinePlan<T> column_plan(std::int64_t) { return LinePlan<T>{}; }
 #endif
 
 }  // namespace CTRE_ISA_NS

@@ -8,8 +8,8 @@ import numpy as np
 
 from .._random import check_random_state
 from ..backends import get_backend
-from ..device import (PicklesArrayModule, check_device, fill_uniform, host_scalar, module_for,
-                      require_cuda, to_host)
+from ..device import (PicklesArrayModule, check_device, empty_aligned, fill_uniform, host_scalar,
+                      module_for, require_cuda, to_host)
 from ..sparse import CSRMatrix
 from .activations import get_activation
 from .init import erdos_renyi
@@ -45,7 +45,7 @@ class ForwardBuffers(PicklesArrayModule):
         """The array called ``key``, of ``shape`` (allocated, uninitialised, when that changed)."""
         arr = self.arrays.get(key)
         if arr is None or arr.shape != shape:
-            arr = self.xp.empty(shape, dtype=self.dtype)
+            arr = empty_aligned(self.xp, shape, self.dtype)   # line-aligned rows: fast kernels
             self.arrays[key] = arr
         return arr
 
