@@ -26,7 +26,7 @@ __all__ = ["top_lists", "filter_block", "HIST_BINS", "HIST_LO", "HIST_HI"]
 #: Histogram of estimated scores: HIST_BINS equal bins over [HIST_LO, HIST_HI);
 #: scores outside land in the first or last bin. Unit rows' sketched dot
 #: products lie in about [-1.2, 1.2].
-HIST_BINS = 8192
+HIST_BINS = 2048
 HIST_LO = -1.5
 HIST_HI = 1.5
 

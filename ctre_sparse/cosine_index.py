@@ -69,8 +69,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["topk_cosine_index", "default_nlist", "default_nprobe"]
 
-#: Memory budget (bytes) of one block of centroid scores (output rows x lists).
-INDEX_BLOCK_BYTES = 32 << 20
+#: Memory budget (bytes) of one block of scores (output rows x lists or x one list's members).
+INDEX_BLOCK_BYTES = 16 << 20
 #: Rows (of A and B together) whose principal directions span the routing space.
 SKETCH_SAMPLE_ROWS = 4096
 #: The shortlist's threshold is set from the scores of every SAMPLE_STRIDE-th output row ...
@@ -446,8 +446,8 @@ def topk_cosine_index(A, B, k, *, exclude=None, nlist=None, nprobe=None, dim=64,
         it for a reproducible result.
     backend : str, default "auto"
         Backend of the final :func:`~ctre_sparse.ops.cosine_pairs`.
-    block_bytes : int, default 32 MiB
-        Memory budget of one block of scores.
+    block_bytes : int, default 16 MiB
+        Memory budget of one block of scores (per worker thread).
 
     Returns
     -------

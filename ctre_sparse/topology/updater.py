@@ -23,6 +23,11 @@ __all__ = ["TopologyUpdater"]
 #: pass, but the first pass, which faults the buffers in, 5 ms against 65 ms over.
 ACTIVATION_CHUNK = 512
 
+#: The activation pass's buffers are kept between updates only up to this size (bytes):
+#: 12 MB at width 1000 with 2,000 samples; 2 x 25 MB of a 200,000-wide layer at S = 32
+#: and 1.5 GB at 3 x 1,000,000 at S = 64 are given back after each pass instead.
+ACTIVATION_WS_CACHE_BYTES = 32 << 20
+
 #: ``cosine_mode`` values: "auto" picks one of the other three per layer.
 COSINE_MODES = ("auto", "exact", "sketch", "index")
 #: "auto" keeps the exact scan for a layer while ``n_out * n_in * S`` stays at
@@ -165,7 +170,11 @@ class TopologyUpdater:
         fresh pages fault in (about 9,500 page faults, 10-15 ms per update at
         width 1000 with 2,000 samples on the 2-core benchmark VM). The buffers
         of the activation pass are kept here between updates (for one model
-        at a time, on its device), so the training buffers stay put. The values are the same either way
+        at a time, on its device), so the training buffers stay put, unless
+        they exceed :data:`ACTIVATION_WS_CACHE_BYTES`: on wide layers they
+        would hold ``width x chunk`` floats per layer for the whole run, and
+        there the update takes long enough for the page faults not to matter.
+        The values are the same either way
         (the buffers are scratch, and every backend computes a sample's
         forward pass independently of the chunk it is in; tested).
         """
@@ -182,7 +191,9 @@ class TopologyUpdater:
         try:
             return model.activations(X, batch_size=chunk)
         finally:
-            self._act_ws = (weakref.ref(model), model.xp, model._ws)
+            kept = sum(getattr(a, "nbytes", 0) for a in model._ws.values())
+            self._act_ws = ((weakref.ref(model), model.xp, model._ws)
+                            if kept <= ACTIVATION_WS_CACHE_BYTES else None)
             model._ws = ws
 
     def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None):
@@ -233,6 +244,7 @@ class TopologyUpdater:
     def _update_layer(self, i, layer, acts, optimizer, rng):
         W = layer.W
         pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
+        W.invalidate_cache()  # its transpose and row indices (12 bytes per connection) are stale
         n = int(pruned.removed_rows.shape[0])
         mode = None if acts is None else self._layer_mode(W, acts[i].shape[1])
         if n == 0:
