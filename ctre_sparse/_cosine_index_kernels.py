@@ -85,23 +85,28 @@ def filter_block(P, rows, c, indptr, indices, label, slot, members, n_in, mirror
     for r in range(rows.shape[0]):
         q = rows[r]
         a = P[r]
-        skip_lo, skip_hi = indptr[q], indptr[q + 1]
-        for p in range(skip_lo, skip_hi):  # mark this row's connections into the list
+        for p in range(indptr[q], indptr[q + 1]):  # mark this row's connections into the list
             col = np.int64(indices[p])
             if label[col] == c:
                 a[slot[col]] = -np.inf
             if mirror and label[col + n_in] == c:
                 a[slot[col + n_in]] = -np.inf
+        if counting:
+            for j in range(a.shape[0]):
+                v = a[j]
+                if v != -np.inf:
+                    b = int((v - HIST_LO) * scale)
+                    hist[min(max(b, 0), HIST_BINS - 1)] += 1
+            continue
+        hits = 0
+        for j in range(a.shape[0]):  # branch-free count first: most rows have no hit at all
+            hits += a[j] >= tau
+        if hits == 0:
+            continue
         for j in range(a.shape[0]):
-            v = a[j]
-            if v == -np.inf:
-                continue
-            if counting:
-                b = int((v - HIST_LO) * scale)
-                hist[min(max(b, 0), HIST_BINS - 1)] += 1
-            elif v >= tau:
+            if a[j] >= tau:
                 if found < cap:
-                    out_score[found] = v
+                    out_score[found] = a[j]
                     out_key[found] = q * n_in + members[j]
                 found += 1
     return found

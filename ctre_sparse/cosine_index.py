@@ -336,20 +336,24 @@ class _Scan:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+#: A threshold that keeps every scanned pair (skipped pairs are marked -inf, below it).
+_KEEP_ALL = -np.finfo(np.float64).max
+
+
 def _threshold(hist, stride, want):
     """``(tau, cap)``: a score threshold expected to keep about ``want`` pairs, and room per list.
 
     ``hist`` counts the scores of every ``stride``-th row's pairs; scaled by
     ``stride`` it estimates the scan's. ``tau`` is the lower edge of the
-    highest bin from which the estimated count reaches ``want`` (-inf when
-    no bin does); ``cap`` is each list's estimated count above it, with a
+    highest bin from which the estimated count reaches ``want`` (the lowest
+    float when no bin does: every pair but the skipped ones, marked -inf); ``cap`` is each list's estimated count above it, with a
     margin (a list that finds more is scanned again).
     """
     above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1] * stride  # per list, count in bins >= b
     hit = np.flatnonzero(above.sum(axis=0) >= want)
     b = int(hit[-1]) if hit.shape[0] else 0
     width = (_kernels.HIST_HI - _kernels.HIST_LO) / _kernels.HIST_BINS
-    tau = -np.inf if b == 0 else _kernels.HIST_LO + b * width
+    tau = _KEEP_ALL if b == 0 else _kernels.HIST_LO + b * width
     return tau, (above[:, b] * 3 // 2 + 1024).astype(np.int64)
 
 
@@ -375,7 +379,7 @@ def _shortlist(scan, want):
             first = np.ones(order.shape[0], bool)
             first[1:] = keys[order[1:]] != keys[order[:-1]]
             scores, keys = scores[order[first]], keys[order[first]]
-        if keys.shape[0] >= want or tau == -np.inf:
+        if keys.shape[0] >= want or tau == _KEEP_ALL:
             return scores, keys
         logger.debug("index top-k: threshold %.4f kept %d of %d pairs; lowering it",
                      tau, keys.shape[0], want)

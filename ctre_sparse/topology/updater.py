@@ -22,6 +22,10 @@ __all__ = ["TopologyUpdater"]
 #: at width 1000 (2,000 samples): 500 per chunk 14.0 ms, 1000 per chunk 13.3 ms a
 #: pass, but the first pass, which faults the buffers in, 5 ms against 65 ms over.
 ACTIVATION_CHUNK = 512
+#: ... and fewer on wide layers: the pass's forward buffers (two per hidden layer, width x
+#: chunk each) are held to this many bytes. 3 x 100,000 neurons at S = 445 took 1.07 GB of
+#: buffers beside 0.53 GB of activations in one chunk; at most 64 MiB gives chunks of 27.
+ACTIVATION_CHUNK_BYTES = 64 << 20
 
 #: The activation pass's buffers are kept between updates only up to this size (bytes):
 #: 12 MB at width 1000 with 2,000 samples; 2 x 25 MB of a 200,000-wide layer at S = 32
@@ -164,7 +168,8 @@ class TopologyUpdater:
         """``model.activations(X)`` with forward buffers of the updater's own.
 
         The activation pass runs on ``cosine_samples`` columns in equal chunks
-        of at most :data:`ACTIVATION_CHUNK`, the training loop on mini-batches:
+        of at most :data:`ACTIVATION_CHUNK` (fewer on wide layers,
+        :data:`ACTIVATION_CHUNK_BYTES`), the training loop on mini-batches:
         sharing the model's workspace, each would reallocate the other's
         buffers at every update (here and at the next mini-batch), and the
         fresh pages fault in (about 9,500 page faults, 10-15 ms per update at
@@ -179,7 +184,9 @@ class TopologyUpdater:
         forward pass independently of the chunk it is in; tested).
         """
         n = X.shape[1]
-        chunk = max(1, -(-n // max(1, -(-n // ACTIVATION_CHUNK))))  # equal chunks, one shape
+        per_sample = 2 * sum(model.layer_sizes[1:]) * np.dtype(model.dtype).itemsize
+        most = max(1, min(ACTIVATION_CHUNK, ACTIVATION_CHUNK_BYTES // per_sample))
+        chunk = max(1, -(-n // max(1, -(-n // most))))  # equal chunks, one shape
         ws = getattr(model, "_ws", None)
         if not isinstance(ws, dict):
             return model.activations(X, batch_size=chunk)
