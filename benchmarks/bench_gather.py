@@ -67,7 +67,12 @@ def _prefetch(typingctx, arr, i):
 
 @njit(parallel=True, fastmath=True, cache=True)
 def gather_sum(X, idx, per_row, out, dist):  # pragma: no cover - compiled
-    """``out[r] = sum(X[idx[r * per_row + q]] for q < per_row)``, rows prefetched ``dist`` ahead."""
+    """``out[r] = sum(X[idx[r * per_row + q]] for q < per_row)``, rows prefetched ``dist`` ahead.
+
+    Four gathered rows per pass over the accumulator row, so that its loads
+    and stores (L1) cost a quarter of the gathered values' (``per_row`` a
+    multiple of 4).
+    """
     batch = X.shape[1]
     flat = X.reshape(-1)
     n = idx.shape[0]
@@ -75,14 +80,15 @@ def gather_sum(X, idx, per_row, out, dist):  # pragma: no cover - compiled
         acc = out[r]
         for j in range(batch):
             acc[j] = 0.0
-        for p in range(r * per_row, (r + 1) * per_row):
-            if dist > 0 and p + dist < n:
-                ahead = idx[p + dist] * batch
-                for line in range(0, batch, 16):
-                    _prefetch(flat, ahead + line)
-            x = X[idx[p]]
+        for p in range(r * per_row, (r + 1) * per_row, 4):
+            if dist > 0 and p + dist + 3 < n:
+                for u in range(4):
+                    ahead = idx[p + dist + u] * batch
+                    for line in range(0, batch, 16):
+                        _prefetch(flat, ahead + line)
+            x0, x1, x2, x3 = X[idx[p]], X[idx[p + 1]], X[idx[p + 2]], X[idx[p + 3]]
             for j in range(batch):
-                acc[j] += x[j]
+                acc[j] += (x0[j] + x1[j]) + (x2[j] + x3[j])
 
 
 def _time(fn, repeats, budget=2.0):

@@ -9,8 +9,8 @@ medians, ratios exact / method within the same round; recall@k against the
 exact scan of the same round.
 
 - ``exact``: :func:`ctre_sparse.ops.topk_cosine`.
-- ``ours``: :func:`ctre_sparse.cosine_index.topk_cosine_index` (defaults, or
-  the ``--nlist``/``--nprobe`` given).
+- ``ours``: :func:`ctre_sparse.cosine_index.topk_cosine_index` (its default
+  ``nlist``/``nprobe`` or those given, and each of ``--ours-nprobe``).
 - ``faiss-ivf-sketch``: FAISS ``IndexIVFFlat`` (inner product) over the same
   routing sketch as ours (same ``dim``, same random draws), the same nlist and
   nprobe; each output row asks for its ``budget`` nearest input rows plus its
@@ -137,10 +137,12 @@ def methods(args, A, B, W, k):
     nprobe = args.nprobe or default_nprobe(nlist)
     common = dict(nlist=nlist, nprobe=nprobe, dim=args.dim, oversample=args.oversample,
                   ef=args.ef, seed=args.seed)
-    out = {"exact": lambda: topk_cosine(A, B, k, exclude=W),
-           "ours": lambda: topk_cosine_index(A, B, k, exclude=W, nlist=nlist, nprobe=nprobe,
-                                             dim=args.dim, oversample=args.oversample,
-                                             random_state=args.seed)}
+    out = {"exact": lambda: topk_cosine(A, B, k, exclude=W)}
+    for npb in sorted({nprobe, *args.ours_nprobe}):
+        out[f"ours nprobe {npb}"] = (
+            lambda npb=npb: topk_cosine_index(A, B, k, exclude=W, nlist=nlist, nprobe=npb,
+                                              dim=args.dim, oversample=args.oversample,
+                                              random_state=args.seed))
     for budget in args.budget:
         for kind in args.faiss:
             out[f"faiss-{kind} budget {budget}"] = (
@@ -195,6 +197,8 @@ def main(argv=None):
     p.add_argument("--zeta", type=float, default=0.2)
     p.add_argument("--nlist", type=int, help="default: the builtin index's default_nlist")
     p.add_argument("--nprobe", type=int, help="default: the builtin index's default_nprobe")
+    p.add_argument("--ours-nprobe", type=_ints, default=[32],
+                   help="more nprobe values for the builtin index (its default always runs)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--oversample", type=int, default=4)
     p.add_argument("--budget", type=_ints, default=[32, 128],
