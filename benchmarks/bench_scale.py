@@ -15,7 +15,9 @@ peak RSS is its own):
    regrowth, insert, momentum remap), timed per step.
 
 "Seconds per epoch" is 2 + 3: the work of every epoch after the first. ns per
-(nonzero x sample) = training seconds / (connections x samples). Peak RSS is
+(nonzero x sample) = training seconds / (connections x samples). The training
+epoch runs under the training benchmark's per-op timers (exclusive wall time
+per op, about a microsecond per call; ``train_profile`` in the JSON). Peak RSS is
 the child's VmHWM; the dense-equivalent memory is what the float32 weights
 alone would take dense (``sum n_in * n_out * 4`` bytes), beside it.
 
@@ -161,7 +163,9 @@ def run_width(width, args):
     updater = TopologyUpdater(ZETA, "ctre_sim", cosine_samples=args.cosine_samples)
     trainer = Trainer(model, opt, updater, batch_size=args.batch, random_state=args.seed)
     cpu0 = time.process_time()
-    record = trainer.run_epoch(X, y)
+    profiler = _profiler(trainer)
+    with profiler:
+        record = trainer.run_epoch(X, y)
     train = time.perf_counter() - t_train
     cpu_train = time.process_time() - cpu0
     logger.info("width %d: training epoch %.1f s (loss %.4f); topology update ...", width, train,
@@ -169,7 +173,7 @@ def run_width(width, args):
     topo, stats, steps = _timed_update(updater, model, X, opt, args.seed + 1)
     logger.info("width %d: topology update %.1f s (%s)", width, topo, stats["cosine_modes"])
     dense = sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * 4
-    return {"width": width, "layer_sizes": sizes, "connections": nnz,
+    return {"width": width, "threads": _threads(), "layer_sizes": sizes, "connections": nnz,
             "nnz_layers": [layer.W.nnz for layer in model.layers],
             "samples": int(X.shape[1]), "batch": args.batch, "epsilon": EPSILON, "zeta": ZETA,
             "growth": "ctre_sim", "learning_rate": args.lr,
@@ -181,10 +185,20 @@ def run_width(width, args):
             "topology": {k: stats[k] for k in ("n_pruned", "n_cosine", "n_random",
                                                "cosine_modes")},
             "cosine_samples_used": _samples_used(updater, model),
-            "topology_steps": steps,
+            "topology_steps": steps, "train_profile": profiler.table(),
             "peak_rss_bytes": _status_kib("VmHWM") * 1024,
             "start_rss_bytes": rss0 * 1024, "dense_weight_bytes": dense,
             "load_1min_end": os.getloadavg()[0]}
+
+
+def _profiler(trainer):
+    """Exclusive wall time per op of the training epoch (the training benchmark's profiler)."""
+    try:
+        from ctre_sparse.bench.training_profile import OpProfiler
+    except ImportError:  # the profiler moved next to this script
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from training_profile import OpProfiler
+    return OpProfiler.for_training(trainer)
 
 
 def _samples_used(updater, model):
@@ -199,8 +213,23 @@ def _threads():
         return os.cpu_count() or 1
 
 
+def _set_threads(n):
+    """Threads of every pool the epoch uses: numba, the native kernels' OpenMP team, BLAS."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from ctre_sparse.backends import native
+
+    numba.set_num_threads(n)
+    if native.unavailable_reason() is None:
+        native.set_num_threads(n)
+    return threadpool_limits(n)
+
+
 def child(args):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if args.threads:
+        _set_threads(args.threads)
     rec = run_width(args.child, args)
     with open(args.out, "w") as f:
         json.dump(rec, f)
@@ -238,7 +267,7 @@ def parent(args):
 def _passthrough(args):
     out = ["--samples", str(args.samples), "--features", str(args.features), "--batch",
            str(args.batch), "--lr", str(args.lr), "--seed", str(args.seed),
-           "--cosine-samples", str(args.cosine_samples)]
+           "--cosine-samples", str(args.cosine_samples), "--threads", str(args.threads)]
     return out + (["--data", args.data] if args.data else [])
 
 
@@ -258,11 +287,12 @@ def _load(path):
 
 def _save(path, rec):
     """Add ``rec`` to the JSON list at ``path``, replacing a record of the same width and data."""
-    old = [r for r in _load(path) if (r.get("width"), r.get("samples")) !=
-           (rec["width"], rec["samples"])]
+    key = ("width", "samples", "threads")
+    old = [r for r in _load(path) if tuple(r.get(k) for k in key) != tuple(rec[k] for k in key)]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(sorted(old + [rec], key=lambda r: r["width"]), f, indent=1)
+        json.dump(sorted(old + [rec], key=lambda r: (r["width"], r.get("threads") or 0)), f,
+              indent=1)
 
 
 def format_row(rec):
@@ -276,17 +306,18 @@ def format_row(rec):
 
 def markdown_table(records):
     """The docs/benchmarks.md table of the records."""
-    lines = ["| width | connections | s / epoch | training s | topology s (share) | "
-             "ns / (nnz x sample) | peak RSS | dense float32 weights | load (start) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| width | threads | connections | s / epoch | training s | topology s (share) | "
+             "ns / (nnz x sample) | CPU use | peak RSS | dense float32 weights | load (start) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in records:
         if r.get("status") != "ok":
-            lines.append(f"| {r['width']:,} | {r.get('status')} | | | | | | | |")
+            lines.append(f"| {r['width']:,} | | {r.get('status')} | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['width']:,} | {r['connections']:,} | {r['epoch_seconds']:.1f} | "
-            f"{r['train_seconds']:.1f} | {r['topology_seconds']:.1f} "
-            f"({100 * r['topology_fraction']:.1f}%) | {r['ns_per_nnz_sample']:.3f} | "
+            f"| {r['width']:,} | {r.get('threads', '')} | {r['connections']:,} | "
+            f"{r['epoch_seconds']:.1f} | {r['train_seconds']:.1f} | "
+            f"{r['topology_seconds']:.1f} ({100 * r['topology_fraction']:.1f}%) | "
+            f"{r['ns_per_nnz_sample']:.3f} | {100 * r['cpu_utilization_train']:.0f}% | "
             f"{_size(r['peak_rss_bytes'])} | {_size(r['dense_weight_bytes'])} | "
             f"{r['load_start'][0]:.1f} |")
     return "\n".join(lines)
@@ -304,10 +335,15 @@ def plot(records, path):
 
     ok = [r for r in records if r.get("status") == "ok"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["width"] for r in ok], [r["ns_per_nnz_sample"] for r in ok], "o-")
-    for r in ok:
-        ax.annotate(f"{r['ns_per_nnz_sample']:.2f}", (r["width"], r["ns_per_nnz_sample"]),
-                    textcoords="offset points", xytext=(4, 6), fontsize=8)
+    for threads in sorted({r.get("threads") or 0 for r in ok}):
+        mine = sorted((r for r in ok if (r.get("threads") or 0) == threads),
+                      key=lambda r: r["width"])
+        ax.plot([r["width"] for r in mine], [r["ns_per_nnz_sample"] for r in mine], "o-",
+                label=f"{threads} thread(s)")
+        for r in mine:
+            ax.annotate(f"{r['ns_per_nnz_sample']:.2f}", (r["width"], r["ns_per_nnz_sample"]),
+                        textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.legend(fontsize=8)
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("hidden width (3 hidden layers)")
@@ -334,6 +370,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--cosine-samples", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads of numba, the native kernels and BLAS (0: their defaults)")
     p.add_argument("--json", help="add the records to this JSON list (same width replaced)")
     p.add_argument("--plot", help="write the figure of ns per (nonzero x sample) here")
     p.add_argument("--table", action="store_true", help="print the markdown table of --json")
