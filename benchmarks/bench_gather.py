@@ -1,4 +1,4 @@
-"""Random-row gather bandwidth, the bound of spmm / spmm_t / sddmm at wide layers, and each kernel against it.
+"""Random-row gather bandwidth (the sparse kernels' bound at wide layers), and the kernels against it.
 
 Each of the three sparse kernels reads, per nonzero, one row of ``batch``
 float32 values of a dense operand chosen by the nonzero's column (spmm: a row

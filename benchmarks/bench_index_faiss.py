@@ -59,7 +59,7 @@ def _faiss():
 
 
 def _candidates(D, I, W, n_in, mirror):
-    """Flatten FAISS answers (D, I of shape (n_out, kk)) to (scores, rows, cols), pattern dropped."""
+    """FAISS answers (D, I of shape (n_out, kk)) as (scores, keys), the pattern's pairs dropped."""
     n_out, kk = I.shape
     rows = np.repeat(np.arange(n_out, dtype=np.int64), kk)
     cols, scores = I.ravel().astype(np.int64), D.ravel()

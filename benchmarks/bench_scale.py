@@ -46,7 +46,7 @@ ZETA = 0.3
 
 
 def make_data(n_samples, n_features, seed=0, label_noise=0.1):
-    """Seeded Gaussian class clusters: feature-major float32 ``X`` (n_features, n_samples), ``y``."""
+    """Seeded Gaussian class clusters: feature-major float32 ``X``, shape (n_features, n), ``y``."""
     rng = np.random.default_rng([int(seed), 13])
     means = rng.standard_normal((N_CLASSES, n_features)).astype(np.float32)
     y = rng.integers(0, N_CLASSES, size=n_samples, dtype=np.int64)
