@@ -46,7 +46,7 @@ ZETA = 0.3
 
 
 def make_data(n_samples, n_features, seed=0, label_noise=0.1):
-    """Seeded Gaussian class clusters: feature-major float32 ``X``, shape (n_features, n), ``y``."""
+    """Seeded Gaussian class clusters: float32 ``X`` of shape (n_features, n), F order; ``y``."""
     rng = np.random.default_rng([int(seed), 13])
     means = rng.standard_normal((N_CLASSES, n_features)).astype(np.float32)
     y = rng.integers(0, N_CLASSES, size=n_samples, dtype=np.int64)
@@ -54,7 +54,9 @@ def make_data(n_samples, n_features, seed=0, label_noise=0.1):
     X += means[y].T
     flip = np.flatnonzero(rng.random(n_samples) < label_noise)
     y[flip] = rng.integers(0, N_CLASSES, size=flip.shape[0])
-    return np.ascontiguousarray(X), y
+    # F order (each sample's features contiguous): the Trainer gathers a batch as whole rows
+    # (width 1,000 on one thread: the batch gather took 0.54 s of a 0.9 s epoch in C order)
+    return np.asfortranarray(X), y
 
 
 def load_real(path, seed=0):
@@ -64,7 +66,7 @@ def load_real(path, seed=0):
     ds = load_npz(path, test_size=0.2, random_state=seed)
     Xtr, _, _, _ = standardize(ds.X_train, ds.X_test)
     y = np.asarray(ds.y_train, dtype=np.int64)
-    return np.ascontiguousarray(Xtr.T, dtype=np.float32), y, int(y.max()) + 1
+    return np.asarray(Xtr, dtype=np.float32).T, y, int(y.max()) + 1  # F order, as above
 
 
 def _status_kib(field):
