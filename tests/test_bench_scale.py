@@ -1,7 +1,7 @@
-"""benchmarks/bench_scale.py: a tiny width, end to end.
+"""benchmarks/bench_scale.py and `ctre-sparse bench scale`: a tiny width, end to end.
 
 No speed is asserted: that the child process measures one epoch and one topology
-update and records what the docs table needs.
+update, records what the docs table needs, and that the command line reaches it.
 """
 
 import json
@@ -10,6 +10,8 @@ import subprocess
 import sys
 
 import pytest
+
+from ctre_sparse.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "bench_scale.py")
@@ -44,3 +46,10 @@ def test_one_width_is_measured_and_recorded(record):
     assert {"activation pass", "prune", "insert"} <= set(r["topology_steps"])
     assert {"spmm", "spmm_t", "sddmm", "SGD update"} <= set(r["train_profile"])
 
+
+
+def test_the_command_line_reaches_the_script(record, capsys):
+    path, r = record
+    assert main(["bench", "scale", "--", "--table", "--json", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "| width | threads |" in table and f"| 48 | 1 | {r['connections']:,} |" in table
