@@ -36,7 +36,9 @@ def sample_positions(rng, total, count):
     """Draw ``count`` distinct integers from ``[0, total)``, returned sorted (int64).
 
     Memory is O(count), never O(total), unless ``count > total / 2`` (then the
-    complement is drawn and the output itself is O(total)).
+    complement is drawn and the output itself is O(total)): at most about 26
+    bytes per position at a time (the draw, then the permutation that picks
+    ``count`` of the distinct draws and their copy).
     """
     total, count = int(total), int(count)
     if not 0 <= count <= total:
@@ -52,8 +54,24 @@ def sample_positions(rng, total, count):
     while keys.shape[0] < count:
         need = count - keys.shape[0]
         draw = rng.integers(0, total, size=int(need * 1.1) + 16, dtype=np.int64)
-        keys = np.union1d(keys, draw)
+        if keys.shape[0]:
+            draw = np.concatenate([keys, draw])
+        del keys
+        keys = _sorted_unique(draw)  # np.union1d(keys, draw) with one copy fewer
+        del draw
     if keys.shape[0] > count:
         pick = rng.choice(keys.shape[0], size=count, replace=False)
-        keys = np.sort(keys[pick])
+        chosen = keys[pick]
+        del keys, pick
+        chosen.sort()
+        keys = chosen
     return keys
+
+
+def _sorted_unique(a):
+    """``np.unique(a)`` of a 1-D array that may be sorted in place (one output copy)."""
+    a.sort()
+    first = np.empty(a.shape[0], dtype=bool)
+    first[:1] = True
+    np.not_equal(a[1:], a[:-1], out=first[1:])
+    return a[first]

@@ -6,16 +6,18 @@ only more cheaply. Neither reaches 10^5-10^6 neurons. This module scores
 only the pairs that an inverted-file index (IVF) puts close together:
 
 1. **sketch**: both sides' unit rows are projected on ``dim`` shared
-   directions (mostly principal ones, :func:`~ctre_sparse.cosine_sketch.sketch`),
-   whose dot products estimate the cosines;
+   directions (three quarters of them the principal directions of a sample
+   of the rows, the rest Gaussian), whose dot products estimate the
+   cosines;
 2. **index**: the input-side sketches are clustered (spherical k-means on a
    sample, ``nlist`` centroids) and every input row is filed under its
    nearest centroid;
 3. **probe and shortlist**: every output row visits its ``nprobe`` nearest
-   centroids; per centroid, one dense product of the sketches of the rows
+   centroids; per centroid, one BLAS product of the sketches of the rows
    that probe it and of the rows filed under it estimates their cosines,
-   existing connections are masked, and a streaming top-``oversample * k``
-   keeps the best;
+   and a compiled filter skips existing connections and keeps the pairs at
+   or above a threshold, set from the scores of a sample of the rows to
+   keep about ``oversample * k`` pairs (lists shared among threads);
 4. **re-score**: the shortlist gets its exact cosines over all S samples
    from :func:`~ctre_sparse.ops.cosine_pairs`, and the best ``k`` come back
    in the order of :func:`~ctre_sparse.ops.topk_cosine` (score descending,
@@ -27,7 +29,7 @@ nprobe / nlist)`` to shortlist (balanced lists) and ``O(oversample * k * S)``
 to re-score, against ``O(n_out * n_in * S)`` for the exact scan. With the
 default ``nlist ~ sqrt(n_in)`` and a fixed ``nprobe`` (16) that is
 ``O(n * S * dim + n^1.5 * dim)`` instead of ``O(n^2 * S)``; memory is
-``O((n_in + n_out) * (S + dim) + oversample * k + block)``.
+``O((n_in + n_out) * (S + dim) + n_out * nprobe + oversample * k + block)``.
 
 **Absolute cosine.** Growth ranks pairs by ``|cos|``: an output neuron may
 match an input neuron that is *anti*-correlated with it. A centroid search
@@ -53,36 +55,44 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import sparse
 
 from ._random import check_random_state
+from . import _cosine_index_kernels as _kernels
 from .checks import check_activations, check_int
-from .cosine_sketch import best_k, row_weights, sketch
+from .cosine_sketch import best_k, row_weights
 from .device import to_host
-from .ops import as_csr, cosine_pairs, topk_cosine
+from .ops import as_csr, cosine_pairs
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["topk_cosine_index", "default_nlist", "default_nprobe"]
 
-#: Memory budget (bytes) of one block of scores (rows probing one centroid x its members).
-INDEX_BLOCK_BYTES = 32 << 20
+#: Memory budget (bytes) of one block of scores (output rows x lists or x one list's members).
+INDEX_BLOCK_BYTES = 16 << 20
+#: Rows (of A and B together) whose principal directions span the routing space.
+SKETCH_SAMPLE_ROWS = 4096
+#: The shortlist's threshold is set from the scores of every SAMPLE_STRIDE-th output row ...
+SAMPLE_STRIDE = 16
+#: ... when there are at least SAMPLE_MIN_ROWS of them (all rows otherwise) ...
+SAMPLE_MIN_ROWS = 256
+#: ... to keep this many times the pairs asked for (the estimate's margin).
+SHORTLIST_MARGIN = 1.3
 #: Training sample of the k-means: this many rows per centroid at most.
-KMEANS_ROWS_PER_CENTROID = 64
-KMEANS_ITERATIONS = 10
+KMEANS_ROWS_PER_CENTROID = 32
+KMEANS_ITERATIONS = 5
 
 
 def default_nlist(n_in):
     """Centroids of the index over ``n_in`` rows: ``sqrt(n_in)``, at least 1.
 
     About ``sqrt(n_in)`` rows per centroid: 32 of 32 rows at 1,024 inputs,
-    128 of 128 at 16,384, 1,000 of 1,000 at 10^6. Each list costs a few
-    Python-level steps, so fewer and longer lists were faster at the same
-    recall (16384 x 16384: 128 lists 7.4x faster than exact, 256 lists
-    4.8-5.3x, recall 0.90 at nprobe 8 and 16 respectively;
-    docs/cosine_index.md).
+    128 of 128 at 16,384, 1,000 of 1,000 at 10^6: the k-means and the
+    probes cost ``O(n * nlist)``, the scan ``O(n * nprobe * n / nlist)``,
+    and this balances them (docs/cosine_index.md).
     """
     return max(1, min(int(n_in), int(round(math.sqrt(n_in)))))
 
@@ -92,7 +102,9 @@ def default_nprobe(nlist):
 
     A fixed number, so that the scan grows as ``n_out * 16 * n_in / nlist``,
     ``O(n^1.5)`` with the default ``nlist``, not as a fixed fraction of the
-    pairs. At 16384 x 16384 (128 lists) it gave recall 0.95; how recall
+    pairs. At 16384 x 16384 (128 lists) it gave recall 0.925 at 11.8x less
+    time than exact (32 probes: 0.965 at about the same time; at 10^6
+    neurons they would double the scan, 80% of that update); how recall
     holds at 10^5-10^6 neurons, where 16 lists are 1.6-5% of them, has not
     been measured (there is no exact answer to compare with at that size).
     """
@@ -105,39 +117,81 @@ def _unit_rows(M, xp):
 
 
 def _nearest(X, C, n, block_bytes):
-    """Indices (int64, shape (len(X), n)) of the ``n`` centroids of largest ``X @ C.T``."""
+    """The ``n`` centroids of largest ``X @ C.T`` per row (int64, (len(X), n)), best first."""
     out = np.empty((X.shape[0], n), dtype=np.int64)
     step = max(1, block_bytes // max(1, 4 * C.shape[0]))
     for s in range(0, X.shape[0], step):
         P = X[s:s + step] @ C.T
         if n == 1:
             out[s:s + step, 0] = np.argmax(P, axis=1)
-        elif n >= C.shape[0]:
-            out[s:s + step] = np.arange(C.shape[0])
         else:
-            out[s:s + step] = np.argpartition(-P, n - 1, axis=1)[:, :n]
+            _kernels.top_lists(P, n, out[s:s + step])
     return out
+
+
+def _routing_weights(M):
+    """``1 / ||M[i]||`` (0 for rows of norm 0), summed in the dtype of ``M``.
+
+    Only for routing: half the memory traffic of the float64 sums of the
+    exact path, and the shortlist is re-scored exactly anyway.
+    """
+    norms = np.sqrt(np.einsum("ij,ij->i", M, M))
+    return np.where(norms > 0, 1 / np.where(norms > 0, norms, 1), 0).astype(M.dtype)
+
+
+def _projection(A, B, wa, wb, dim, rng):
+    """The ``(S, dim)`` projection of the routing space, from a sample of the rows.
+
+    Its first ``rank = 3 dim / 4`` columns are the top principal directions
+    (sample space) of :data:`SKETCH_SAMPLE_ROWS` unit rows drawn from A and B
+    together (a randomized range finder with one power step and 8 extra
+    columns, then the eigenvectors of the small Gram matrix in that range):
+    the directions that most rows share, found without a pass over all rows.
+    The other ``dim - rank`` are Gaussian, orthogonal to those and scaled by
+    ``1 / sqrt(dim - rank)``, for what lies outside them.
+    """
+    n_a, n_samples = A.shape
+    rank = dim * 3 // 4
+    take = min(n_a + B.shape[0], SKETCH_SAMPLE_ROWS)
+    pick = np.sort(rng.choice(n_a + B.shape[0], take, replace=False))
+    ia, ib = pick[pick < n_a], pick[pick >= n_a] - n_a
+    X = np.concatenate([A[ia] * wa[ia, None], B[ib] * wb[ib, None]])
+    G = rng.standard_normal((n_samples, rank + min(8, n_samples - rank))).astype(A.dtype)
+    with _one_blas_thread():
+        basis, _ = np.linalg.qr(X.T @ (X @ G))
+        Z = X @ basis
+        _, vecs = np.linalg.eigh((Z.T @ Z).astype(np.float64))
+    P = basis @ vecs[:, ::-1][:, :rank].astype(A.dtype)
+    R = rng.standard_normal((n_samples, dim - rank)).astype(A.dtype)
+    R -= P @ (P.T @ R)
+    R *= A.dtype.type(1.0 / math.sqrt(dim - rank))
+    return np.ascontiguousarray(np.concatenate([P, R], axis=1))
 
 
 def _routing_space(A, B, dim, rng):
     """Rows in which the lists are built, probed and scanned: ``dim`` sketched coordinates.
 
-    The unit rows projected on ``dim`` shared directions, three quarters of
-    them the top principal directions of the activations and the rest
-    Gaussian (:func:`~ctre_sparse.cosine_sketch.sketch`): their dot products
-    estimate the cosines, ``S / dim`` times cheaper than over all S samples.
-    They only route and shortlist the pairs: the shortlist is re-scored
-    exactly. With ``S <= dim`` the unit rows themselves are used.
+    The unit rows projected by :func:`_projection`: their dot products
+    estimate the cosines, ``S / dim`` times cheaper than over all S samples,
+    exactly for what lies in the principal directions. They only route and
+    shortlist the pairs: the shortlist is re-scored exactly. Two products of
+    ``(n, S)`` by ``(S, dim)``; with ``S <= dim`` the unit rows themselves
+    are used.
     """
     if A.shape[1] <= dim:
         return _unit_rows(A, np), _unit_rows(B, np)
-    return sketch(A, B, dim, rank=dim * 3 // 4, random_state=rng)
+    wa, wb = _routing_weights(A), _routing_weights(B)
+    R = _projection(A, B, wa, wb, dim, rng)
+    A_s, B_s = A @ R, B @ R
+    A_s *= wa[:, None]
+    B_s *= wb[:, None]
+    return A_s, B_s
 
 
 def _sum_by_label(X, label, n_labels):
     """Per label, the sum of the rows of ``X`` carrying it: shape (n_labels, S)."""
-    onehot = sparse.csr_matrix((np.ones(label.shape[0], X.dtype), (label, np.arange(label.shape[0]))),
-                               shape=(n_labels, X.shape[0]))
+    onehot = sparse.csr_matrix((np.ones(label.shape[0], X.dtype),
+                                (label, np.arange(label.shape[0]))), shape=(n_labels, X.shape[0]))
     return np.asarray(onehot @ X)
 
 
@@ -165,72 +219,14 @@ def _kmeans(X, nlist, rng, block_bytes):
     return np.ascontiguousarray(C, dtype=X.dtype)
 
 
-class _StreamTopK:
-    """The ``k`` largest scores pushed so far, kept as pair keys ``row * n_in + col``.
-
-    Memory O(k + block): a buffer of at most ``2 k`` (score, key) entries,
-    cut back to the best ``k`` whenever it fills; past the first cut only
-    scores at or above the running k-th best get in.
-    """
-
-    #: Below every cosine estimate: marks an excluded pair in a block of scores.
-    EXCLUDED = -3.0
-
-    def __init__(self, k, n_in):
-        self.k, self.n_in = k, n_in
-        self.threshold = -2.0          # keep everything but EXCLUDED until k are held
-        self.parts = []
-        self.held = 0
-
-    def push(self, P, rows, cols):
-        """Offer a block ``P`` (len(rows) x len(cols)) of scores of pairs ``(rows[i], cols[j])``."""
-        hit = np.flatnonzero(P >= self.threshold)
-        if hit.shape[0] == 0:
-            return
-        n_cols = P.shape[1]
-        keys = rows[hit // n_cols] * self.n_in + cols[hit % n_cols]
-        self.parts.append((P.ravel()[hit], keys))
-        self.held += hit.shape[0]
-        if self.held >= 2 * self.k:
-            self._shrink()
-
-    def _shrink(self):
-        scores, keys = (np.concatenate(x) for x in zip(*self.parts))
-        if scores.shape[0] > self.k:
-            keep = np.argpartition(-scores, self.k - 1)[:self.k]
-            scores, keys = scores[keep], keys[keep]
-            self.threshold = float(scores.min())
-        self.parts, self.held = [(scores, keys)], scores.shape[0]
-
-    def keys(self):
-        """Sorted unique keys of the best ``k`` (fewer when fewer were pushed)."""
-        if not self.parts:
-            return np.zeros(0, np.int64)
-        self._shrink()
-        return np.unique(self.parts[0][1])  # unique: the mirror's twin of a pair
-
-
-def _excluded_in_block(indptr, indices, qb, mirror, n_in):
-    """Pattern entries of rows ``qb``: local row positions and the index ids of their columns."""
-    lo, hi = indptr[qb].astype(np.int64), indptr[qb + 1].astype(np.int64)
-    lens = hi - lo
-    total = int(lens.sum())
-    if total == 0:
-        return None, None
-    local = np.repeat(np.arange(qb.shape[0]), lens)
-    flat = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
-    ids = indices[flat].astype(np.int64)
-    if mirror:
-        local, ids = np.concatenate([local, local]), np.concatenate([ids, ids + n_in])
-    return local, ids
-
-
 def _one_blas_thread():
-    """Single-threaded BLAS around the many small products of the scan.
+    """Single-threaded BLAS around small factorizations and products.
 
-    One list's product is a few hundred rows by a few dozen columns: with
-    several BLAS threads each waits on a barrier, measured 27 ms against
-    1.3 ms single-threaded for 500 x 1000 x 23 on the 2-core machine (loaded).
+    A QR or a product of a few thousand rows by a few dozen columns is a
+    chain of small BLAS calls; with two threads each waits on a barrier:
+    27 ms against 1.3 ms single-threaded for 500 x 1000 x 23, and 0.46 s
+    against 2 ms for a 56 x 16384 by 16384 x 56 product, on the 2-core
+    machine under load.
     """
     try:
         from threadpoolctl import threadpool_limits
@@ -239,56 +235,171 @@ def _one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
-class _Lists:
-    """The inverted lists: members of each centroid, and each row's slot in its list."""
+class _Index:
+    """The inverted lists: per list its members' input neurons and their rows, transposed.
 
-    def __init__(self, label, nlist):
-        self.label = label
-        self.order = np.argsort(label, kind="stable")
-        self.starts = np.searchsorted(label[self.order], np.arange(nlist + 1))
-        self.slot = np.empty(label.shape[0], np.int64)
-        self.slot[self.order] = np.arange(label.shape[0]) - self.starts[label[self.order]]
-
-    def members(self, c):
-        return self.order[self.starts[c]:self.starts[c + 1]]
-
-
-def _scan(Br, index_rows, C, lists, nprobe, pattern, top, mirror, block_bytes):
-    """Push the estimated scores of every (output row, probed list) pair block into ``top``.
-
-    Output rows go in chunks whose probe tables take at most ``block_bytes``;
-    per chunk and list, one product of the rows probing the list and the
-    list's members (in blocks of at most ``block_bytes`` of scores).
+    ``blocks[c]`` is the ``(dim, size)`` matrix of list ``c``'s rows (the
+    right operand of the list's product); ``members[c]`` their input
+    neurons; ``label`` and ``slot`` each index id's list and position in it.
     """
-    n_out, nlist, n_in = Br.shape[0], C.shape[0], top.n_in
-    chunk = max(1, block_bytes // (16 * nprobe))
-    for q0 in range(0, n_out, chunk):
-        probes = _nearest(Br[q0:q0 + chunk], C, nprobe, block_bytes).ravel()
-        by_list = np.argsort(probes, kind="stable")
-        q_starts = np.searchsorted(probes[by_list], np.arange(nlist + 1))
+
+    def __init__(self, rows, label, nlist, n_in):
+        order = np.argsort(label, kind="stable")
+        starts = np.zeros(nlist + 1, np.int64)
+        np.cumsum(np.bincount(label, minlength=nlist), out=starts[1:])
+        self.blocks = [np.ascontiguousarray(rows[order[lo:hi]].T)
+                       for lo, hi in zip(starts[:-1], starts[1:])]
+        self.members = [order[lo:hi] % n_in for lo, hi in zip(starts[:-1], starts[1:])]
+        self.label = label
+        self.slot = np.empty(label.shape[0], np.int64)
+        self.slot[order] = np.arange(label.shape[0]) - starts[label[order]]
+        self.nlist, self.n_in = nlist, n_in
+
+
+def _rows_by_list(probes, nlist):
+    """``(q_starts, q_rows)``: the rows that probe each list (ascending), from a probe table."""
+    flat = probes.ravel()
+    small = flat.astype(np.int16 if nlist <= np.iinfo(np.int16).max else np.int32)
+    by_list = np.argsort(small, kind="stable")  # a radix sort for 16-bit keys
+    q_starts = np.zeros(nlist + 1, np.int64)
+    np.cumsum(np.bincount(flat, minlength=nlist), out=q_starts[1:])
+    return q_starts, by_list // probes.shape[1]
+
+
+def _threads():
+    """Worker threads of the scan: numba's thread count (the cores this process may use)."""
+    try:
+        import numba
+        return max(1, int(numba.get_num_threads()))
+    except Exception:  # pragma: no cover - numba is a dependency
+        return 1
+
+
+class _Scan:
+    """The estimated scores of every (output row, probed list) pair, one list at a time.
+
+    Per list, one BLAS product of the probing rows' sketches and the list's
+    block (single-threaded, in blocks of at most ``block_bytes``), then
+    :func:`~._cosine_index_kernels.filter_block`. Lists are shared among
+    :func:`_threads` worker threads (the product and the kernel release the
+    GIL); each list's result lands in its own slot, so the outcome does not
+    depend on the threads.
+    """
+
+    def __init__(self, Q, index, probes, pattern, mirror, block_bytes):
+        self.Q, self.index, self.mirror, self.probes = Q, index, mirror, probes
+        self.block_bytes = block_bytes
+        if pattern is None:
+            pattern = (np.zeros(Q.shape[0] + 1, np.int64), np.zeros(0, np.int64))
+        self.pattern = pattern
+
+    def _lists(self, stride, work):
+        """``[work(c, rows probing c, P of each block) for c]`` over the lists, threaded."""
+        q_starts, q_rows = _rows_by_list(self.probes[::stride], self.index.nlist)
+        q_rows *= stride
+
+        def one(c):
+            rows, block = q_rows[q_starts[c]:q_starts[c + 1]], self.index.blocks[c]
+            step = max(1, self.block_bytes // max(1, 4 * block.shape[1]))
+            return [work(c, rows[s:s + step], self.Q[rows[s:s + step]] @ block)
+                    for s in range(0, rows.shape[0], step) if block.shape[1]]
+
         with _one_blas_thread():
-            for c in range(nlist):
-                members = lists.members(c)
-                queries = q0 + by_list[q_starts[c]:q_starts[c + 1]] // nprobe
-                if members.shape[0] == 0 or queries.shape[0] == 0:
-                    continue
-                _scan_list(c, Br, index_rows, members, queries, lists, pattern, top, mirror,
-                           block_bytes // (4 * members.shape[0]))
+            if _threads() == 1:
+                return [one(c) for c in range(self.index.nlist)]
+            with ThreadPoolExecutor(_threads()) as pool:
+                return list(pool.map(one, range(self.index.nlist)))
+
+    def _filter(self, c, rows, P, tau, hist, room):
+        ix = self.index
+        score, key = np.empty(room, P.dtype), np.empty(room, np.int64)
+        found = _kernels.filter_block(P, rows, c, self.pattern[0], self.pattern[1], ix.label,
+                                      ix.slot, ix.members[c], ix.n_in, self.mirror, tau, hist,
+                                      score, key)
+        return found, score, key
+
+    def histogram(self, stride):
+        """Per-list histograms ``(nlist, HIST_BINS)`` of every ``stride``-th row's scores."""
+        hist = np.zeros((self.index.nlist, _kernels.HIST_BINS), np.int64)
+        self._lists(stride, lambda c, rows, P: self._filter(c, rows, P, 0.0, hist[c], 0))
+        return hist
+
+    def collect(self, tau, room):
+        """(scores, keys) of every pair scoring ``>= tau``, lists in order; ``room``: a guess."""
+        no_hist = np.zeros(0, np.int64)
+
+        def keep(c, rows, P):
+            found, score, key = self._filter(c, rows, P, tau, no_hist, int(room[c]))
+            if found > score.shape[0]:  # more than guessed: the same block again, with room
+                found, score, key = self._filter(c, rows, P, tau, no_hist, found)
+            return score[:found], key[:found]
+
+        parts = [part for blocks in self._lists(1, keep) for part in blocks]
+        if not parts:
+            return np.zeros(0, self.Q.dtype), np.zeros(0, np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _scan_list(c, Br, index_rows, members, queries, lists, pattern, top, mirror, step):
-    """Scores of ``queries`` against list ``c``'s ``members``, excluded pairs masked, pushed."""
-    members_t = np.ascontiguousarray(index_rows[members].T)
-    cols = members % top.n_in
-    for s in range(0, queries.shape[0], max(1, step)):
-        qb = queries[s:s + max(1, step)]
-        P = Br[qb] @ members_t
-        if pattern is not None:
-            local, ids = _excluded_in_block(*pattern, qb, mirror, top.n_in)
-            if local is not None:
-                here = lists.label[ids] == c
-                P[local[here], lists.slot[ids[here]]] = _StreamTopK.EXCLUDED
-        top.push(P, qb, cols)
+#: A threshold that keeps every scanned pair (skipped pairs are marked -inf, below it).
+_KEEP_ALL = -np.finfo(np.float64).max
+
+
+def _threshold(hist, stride, want):
+    """``(tau, cap)``: a score threshold expected to keep about ``want`` pairs, and room per list.
+
+    ``hist`` counts the scores of every ``stride``-th row's pairs; scaled by
+    ``stride`` it estimates the scan's. ``tau`` is the lower edge of the
+    highest bin from which the estimated count reaches ``want`` (the lowest
+    float when no bin does: every pair but the skipped ones, marked -inf);
+    ``cap`` is each list's estimated count above it, with a margin (a block
+    that finds more is filtered again with room for all it found).
+    """
+    above = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1] * stride  # per list, count in bins >= b
+    hit = np.flatnonzero(above.sum(axis=0) >= want)
+    b = int(hit[-1]) if hit.shape[0] else 0
+    width = (_kernels.HIST_HI - _kernels.HIST_LO) / _kernels.HIST_BINS
+    tau = _KEEP_ALL if b == 0 else _kernels.HIST_LO + b * width
+    return tau, (above[:, b] * 3 // 2 + 1024).astype(np.int64)
+
+
+def _shortlist(scan, want):
+    """(scores, keys) of at least ``want`` scanned pairs, all those above some threshold.
+
+    The threshold comes from the histogram of a sample of the output rows
+    (every :data:`SAMPLE_STRIDE`-th; all of them for small layers), set to
+    keep :data:`SHORTLIST_MARGIN` times ``want`` pairs; in the rare case
+    that keeps fewer than ``want`` it is lowered and the scan repeated.
+    The pairs are then exactly those scoring at or above it: the same set
+    whatever the order of the work. Fewer than ``want`` come back only when
+    the probed lists hold fewer pairs.
+    """
+    n_out = scan.Q.shape[0]
+    stride = SAMPLE_STRIDE if n_out >= SAMPLE_STRIDE * SAMPLE_MIN_ROWS else 1
+    hist = scan.histogram(stride)
+    for margin in (SHORTLIST_MARGIN, 4 * SHORTLIST_MARGIN, np.inf):
+        tau, cap = _threshold(hist, stride, margin * want)
+        scores, keys = scan.collect(tau, cap)
+        if scan.mirror:  # a pair found through A[j] and -A[j]: keep its better estimate
+            order = np.lexsort((-scores, keys))
+            first = np.ones(order.shape[0], bool)
+            first[1:] = keys[order[1:]] != keys[order[:-1]]
+            scores, keys = scores[order[first]], keys[order[first]]
+        if keys.shape[0] >= want or tau == _KEEP_ALL:
+            return scores, keys
+        logger.debug("index top-k: threshold %.4f kept %d of %d pairs; lowering it",
+                     tau, keys.shape[0], want)
+    return scores, keys  # pragma: no cover - the last margin keeps everything
+
+
+def _best_keys(scores, keys, want):
+    """The keys of the ``want`` best by estimated score (ties: smaller key), sorted ascending."""
+    if keys.shape[0] > want:
+        kth = np.partition(scores, keys.shape[0] - want)[keys.shape[0] - want]
+        above = np.flatnonzero(scores > kth)
+        ties = np.flatnonzero(scores == kth)
+        ties = ties[np.argsort(keys[ties], kind="stable")[:want - above.shape[0]]]
+        keys = keys[np.concatenate([above, ties])]
+    return np.sort(keys)
 
 
 def _host_pattern(exclude, n_out, n_in):
@@ -344,8 +455,8 @@ def topk_cosine_index(A, B, k, *, exclude=None, nlist=None, nprobe=None, dim=64,
         it for a reproducible result.
     backend : str, default "auto"
         Backend of the final :func:`~ctre_sparse.ops.cosine_pairs`.
-    block_bytes : int, default 32 MiB
-        Memory budget of one block of scores.
+    block_bytes : int, default 16 MiB
+        Memory budget of one block of scores (per worker thread).
 
     Returns
     -------
@@ -379,7 +490,8 @@ def topk_cosine_index(A, B, k, *, exclude=None, nlist=None, nprobe=None, dim=64,
     dim = check_int("dim", dim, 2)
     oversample = check_int("oversample", oversample, 1)
     block_bytes = check_int("block_bytes", block_bytes, 1)
-    m = min(k, n_out * n_in - (0 if pattern is None else int(pattern[0][-1])))
+    absent = n_out * n_in - (0 if pattern is None else int(pattern[0][-1]))
+    m = min(k, absent)
     if m == 0:
         empty = xp.zeros(0, dtype=np.int64)
         return empty, empty.copy(), xp.zeros(0, dtype=A.dtype)
@@ -392,16 +504,20 @@ def topk_cosine_index(A, B, k, *, exclude=None, nlist=None, nprobe=None, dim=64,
     index_rows = np.concatenate([Ar, -Ar]) if mirror else Ar
     nlist = min(nlist, index_rows.shape[0])
     C = _kmeans(index_rows, nlist, rng, block_bytes)
-    lists = _Lists(_nearest(index_rows, C, 1, block_bytes)[:, 0], nlist)
+    index = _Index(index_rows, _nearest(index_rows, C, 1, block_bytes)[:, 0], nlist, n_in)
+    del index_rows, Ar
+    want = min(oversample * k, absent)
     while True:  # a short answer (tiny or nearly full layers) probes more lists
-        top = _StreamTopK(oversample * k * (2 if mirror else 1), n_in)
-        _scan(Br, index_rows, C, lists, min(nprobe, nlist), pattern, top, mirror, block_bytes)
-        keys = top.keys()
+        nprobe = min(nprobe, nlist)
+        scan = _Scan(Br, index, _nearest(Br, C, nprobe, block_bytes), pattern, mirror,
+                     block_bytes)
+        scores, keys = _shortlist(scan, want)
         if keys.shape[0] >= m or nprobe >= nlist:
             break
         logger.debug("index top-k: %d of %d pairs with nprobe %d; probing more",
                      keys.shape[0], m, nprobe)
         nprobe *= 2
+    keys = _best_keys(scores, keys, want)
     rows, cols = xp.asarray(keys // n_in), xp.asarray(keys % n_in)
     scores = cosine_pairs(B, A, rows, cols, backend=backend)  # (row, col) order: cache-friendly
     order = best_k(rows, cols, scores, m, xp)

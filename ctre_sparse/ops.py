@@ -404,14 +404,17 @@ def prune_magnitude(W, fraction, *, backend="auto", check=True):
     kept = select_backend(backend, W.data).prune_magnitude(W.indptr, W.indices, W.data, n_remove)
     keep_mask = xp.zeros(W.nnz, dtype=bool)
     keep_mask[kept] = True
-    rows = W.row_indices()
+    removed = xp.flatnonzero(~keep_mask)
+    del keep_mask
+    # rows of the removed entries only (no per-entry row array: O(removed) memory)
+    removed_rows = xp.searchsorted(W.indptr, removed, side="right").astype(np.int64) - 1
     new_indptr = xp.zeros(W.n_out + 1, dtype=W.index_dtype)
     if W.nnz:
-        xp.cumsum(xp.bincount(rows[kept], minlength=W.n_out), out=new_indptr[1:])
+        xp.cumsum(xp.bincount(removed_rows, minlength=W.n_out), out=new_indptr[1:])
+        xp.subtract(W.indptr, new_indptr, out=new_indptr)
     new = CSRMatrix.adopt(W.data[kept], W.indices[kept], new_indptr, W.shape,
                           valid=W.validated)
-    removed = ~keep_mask
-    return PruneResult(new, kept.astype(np.int64), rows[removed].astype(np.int64),
+    return PruneResult(new, kept.astype(np.int64, copy=False), removed_rows,
                        W.indices[removed].astype(np.int64))
 
 

@@ -572,15 +572,16 @@ or CSRMatrix.from_scipy(m, canonicalize=True))
             nnz = int(round(float(density) * total))
         if not 0 <= nnz <= total:
             raise ValueError(f"nnz must be in [0, {total}], got {nnz}")
-        # keys, rows, columns and values: about 32 bytes per connection while drawing
+        # the draw of positions (about 26 bytes per connection), then columns and values
         check_allocation(32 * nnz, f"CSRMatrix.random with nnz={nnz}")
         keys = sample_positions(rng, total, nnz)  # sorted unique linear keys
         idx = np.dtype(index_dtype) if index_dtype is not None else get_index_dtype(
             nnz, n_out, n_in)
-        rows = keys // n_in
-        cols = (keys % n_in).astype(idx)
-        indptr = np.zeros(n_out + 1, dtype=idx)
-        np.cumsum(np.bincount(rows, minlength=n_out), out=indptr[1:])
+        # row r starts at the first key >= r * n_in (keys are sorted): no per-entry row array
+        indptr = np.searchsorted(keys, np.arange(n_out + 1, dtype=np.int64) * n_in).astype(idx)
+        np.remainder(keys, n_in, out=keys)  # the columns, in place
+        cols = keys.astype(idx)
+        del keys
         if callable(values):
             data = values(rng, nnz)
         elif values == "uniform":

@@ -33,11 +33,26 @@ def test_info_json(capsys):
         assert info["cuda"]["reason"]
 
 
-def test_no_benchmark_subcommand(capsys):
-    """The benchmarks live in the repository's benchmarks/, not in the installed command."""
-    with pytest.raises(SystemExit):
-        cli.main(["bench"])
-    assert "invalid choice: 'bench'" in capsys.readouterr().err
+def test_bench_runs_a_script_of_the_checkout(capsys, monkeypatch, tmp_path):
+    """``ctre-sparse bench NAME ARGS`` = ``python benchmarks/bench_NAME.py ARGS`` in a checkout."""
+    from ctre_sparse.cli import bench
+
+    root = tmp_path / "checkout"
+    (root / "ctre_sparse").mkdir(parents=True)
+    (root / "benchmarks").mkdir()
+    (root / "benchmarks" / "bench_echo.py").write_text(
+        "import sys\nprint('args', sys.argv[1:])\nsys.exit(3 if '--fail' in sys.argv else 0)\n")
+    monkeypatch.setattr(bench, "__file__", str(tmp_path / "site" / "ctre_sparse" / "cli" / "b.py"))
+    monkeypatch.chdir(root / "benchmarks")
+    assert cli.main(["bench", "echo", "--quick", "x"]) == 0
+    assert "args ['--quick', 'x']" in capsys.readouterr().out
+    assert cli.main(["bench", "echo", "--", "--fail"]) == 3
+    assert cli.main(["bench", "nothing"]) == 1
+    err = capsys.readouterr().err
+    assert "no benchmark 'nothing'" in err and "there are: echo" in err
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench", "echo"]) == 1
+    assert "source checkout" in capsys.readouterr().err
 
 
 def test_no_command_prints_help(capsys):

@@ -1,5 +1,7 @@
 """topk_cosine_index: the contract of topk_cosine, an approximate set, absolute cosine honoured."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -146,3 +148,30 @@ def test_bad_operands_raise():
         topk_cosine_index(A, A, 2, exclude=CSRMatrix.random(3, 4, density=0.5, random_state=0))
     with pytest.raises(ValueError, match="NaN"):
         topk_cosine_index(np.full((4, 3), np.nan, np.float32), A, 2)
+
+
+def test_result_is_the_same_whatever_threads_room_or_threshold(monkeypatch, caplog):
+    """The shortlist is 'every scanned pair at or above tau, best `want` kept': the outcome must
+    not depend on the worker threads, on a first guess of room that overflows, or on a sampled
+    threshold that keeps too few (it is lowered and the scan repeated)."""
+    from ctre_sparse import cosine_index as ci
+
+    rng = np.random.default_rng(7)
+    A, B = _clustered((3000, 2500), 120, 40, rng)
+    A -= 0.5  # negative values: the mirrored index too
+    W = _pattern(2500, 3000, 0.004, 3)
+    kw = dict(exclude=W, nlist=40, nprobe=6, random_state=1)
+    ref = topk_cosine_index(A, B, 3000, **kw)
+    _check_contract(A, B, 3000, W, *ref)
+    no_room = lambda *a, f=ci._threshold: (f(*a)[0], f(*a)[1] * 0)  # noqa: E731
+    variants = {"threads": ("_threads", lambda: 3), "one thread": ("_threads", lambda: 1),
+                "no room": ("_threshold", no_room), "tau too high": ("SHORTLIST_MARGIN", 0.01)}
+    for name, (attr, value) in variants.items():
+        with monkeypatch.context() as mp, caplog.at_level(logging.DEBUG, "ctre_sparse"):
+            caplog.clear()
+            mp.setattr(ci, attr, value)
+            got = topk_cosine_index(A, B, 3000, **kw)
+        if name == "tau too high":
+            assert "lowering it" in caplog.text
+        for x, y in zip(ref, got):
+            np.testing.assert_array_equal(x, y, err_msg=name)

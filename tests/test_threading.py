@@ -24,9 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_native = pytest.mark.skipif("native" not in available_backends("cpu"),
                                   reason="the native extension is not built")
 
-#: topk_cosine in one thread, a NumPy matrix product in another, for ``seconds``.
+#: topk_cosine in one thread, a NumPy matrix product in another, for ``seconds``
+#: and at least one call each (the first call may compile numba code for a long
+#: while on a loaded machine). An exception in either thread fails the run.
 REPRODUCER = textwrap.dedent("""
-    import sys, threading, time
+    import sys, threading, time, traceback
     import numpy as np
     from ctre_sparse import CSRMatrix, topk_cosine
     rng = np.random.default_rng(0)
@@ -36,19 +38,26 @@ REPRODUCER = textwrap.dedent("""
     M = rng.standard_normal((300, 300))
     stop = time.time() + float(sys.argv[1])
     counts = [0, 0]
+    errors = []
+    def loop(i, work):
+        try:
+            while counts[i] == 0 or time.time() < stop:
+                work()
+                counts[i] += 1
+        except BaseException:
+            errors.append(traceback.format_exc())
     def topk():
-        while time.time() < stop:
-            topk_cosine(A, B, 500, exclude=W, backend=sys.argv[2])
-            counts[0] += 1
+        topk_cosine(A, B, 500, exclude=W, backend=sys.argv[2])
     def matmul():
-        while time.time() < stop:
-            M @ M
-            counts[1] += 1
-    threads = [threading.Thread(target=topk), threading.Thread(target=matmul)]
+        M @ M
+    threads = [threading.Thread(target=loop, args=(0, topk)),
+               threading.Thread(target=loop, args=(1, matmul))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        sys.exit("".join(errors))
     print("finished", counts[0], counts[1])
 """)
 
@@ -68,7 +77,8 @@ def test_native_topk_beside_numpy_products_in_another_thread_finishes():
     proc = _run_reproducer("native")
     assert proc.returncode == 0, proc.stderr[-2000:]
     words = proc.stdout.split()
-    assert words[0] == "finished" and int(words[1]) > 0 and int(words[2]) > 0, proc.stdout
+    assert words[0] == "finished" and int(words[1]) > 0 and int(words[2]) > 0, \
+        proc.stdout + proc.stderr[-2000:]
 
 
 @needs_native

@@ -15,7 +15,7 @@ import zipfile
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("info", "train")
+_SUBCOMMANDS = ("info", "train", "bench")
 
 
 def build_parser():

@@ -49,6 +49,11 @@ class ForwardBuffers(PicklesArrayModule):
             self.arrays[key] = arr
         return arr
 
+    @property
+    def nbytes(self):
+        """Bytes held by the arrays."""
+        return sum(int(arr.nbytes) for arr in self.arrays.values())
+
     def fits(self, model):
         """Whether these buffers suit ``model`` (same array module and dtype)."""
         return self.xp is model.xp and self.dtype == model.dtype

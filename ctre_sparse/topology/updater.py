@@ -23,6 +23,15 @@ __all__ = ["TopologyUpdater"]
 #: at width 1000 (2,000 samples): 500 per chunk 14.0 ms, 1000 per chunk 13.3 ms a
 #: pass, but the first pass, which faults the buffers in, 5 ms against 65 ms over.
 ACTIVATION_CHUNK = 512
+#: ... and fewer on wide layers: the pass's forward buffers (two per hidden layer, width x
+#: chunk each) are held to this many bytes. 3 x 100,000 neurons at S = 445 took 1.07 GB of
+#: buffers beside 0.53 GB of activations in one chunk; at most 64 MiB gives chunks of 27.
+ACTIVATION_CHUNK_BYTES = 64 << 20
+
+#: The activation pass's buffers are kept between updates only up to this size (bytes):
+#: 12 MB at width 1000 with 2,000 samples; 2 x 25 MB of a 200,000-wide layer at S = 32
+#: and 1.5 GB at 3 x 1,000,000 at S = 64 are given back after each pass instead.
+ACTIVATION_WS_CACHE_BYTES = 32 << 20
 
 #: ``cosine_mode`` values: "auto" picks one of the other three per layer.
 COSINE_MODES = ("auto", "exact", "sketch", "index")
@@ -160,24 +169,32 @@ class TopologyUpdater:
         """``model.activations(X)`` in forward buffers of the updater's own.
 
         The activation pass runs on ``cosine_samples`` columns in equal chunks
-        of at most :data:`ACTIVATION_CHUNK`, the training loop on mini-batches:
+        of at most :data:`ACTIVATION_CHUNK` (fewer on wide layers,
+        :data:`ACTIVATION_CHUNK_BYTES`), the training loop on mini-batches:
         in one set of buffers, each would reallocate the other's at every
         update (here and at the next mini-batch), and the fresh pages fault in
         (about 9,500 page faults, 10-15 ms per update at width 1000 with 2,000
         samples on 2 cores). So the updater keeps the buffers of this pass
-        between updates (for one model at a time, on its device). The values
-        are the same either way (every backend computes a sample's forward
-        pass independently of the chunk it is in; tested).
+        between updates (for one model at a time, on its device), unless they
+        exceed :data:`ACTIVATION_WS_CACHE_BYTES`: on wide layers they would
+        hold ``width x chunk`` values per layer for the whole run, and there
+        the update takes long enough for the page faults not to matter. The
+        values are the same either way (every backend computes a sample's
+        forward pass independently of the chunk it is in; tested).
         """
         n = X.shape[1]
-        chunk = max(1, -(-n // max(1, -(-n // ACTIVATION_CHUNK))))  # equal chunks, one shape
+        per_sample = 2 * sum(model.layer_sizes[1:]) * np.dtype(model.dtype).itemsize
+        most = max(1, min(ACTIVATION_CHUNK, ACTIVATION_CHUNK_BYTES // per_sample))
+        chunk = max(1, -(-n // max(1, -(-n // most))))  # equal chunks, one shape
         cached = self._act_buffers
         if cached is not None and cached[0]() is model and cached[1].fits(model):
             buffers = cached[1]
         else:
             buffers = model.new_buffers()
-            self._act_buffers = (weakref.ref(model), buffers)
-        return model.activations(X, batch_size=chunk, buffers=buffers)
+        acts = model.activations(X, batch_size=chunk, buffers=buffers)
+        kept = buffers.nbytes <= ACTIVATION_WS_CACHE_BYTES
+        self._act_buffers = (weakref.ref(model), buffers) if kept else None
+        return acts
 
     def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None,
                communicator=None):
@@ -237,6 +254,7 @@ class TopologyUpdater:
     def _update_layer(self, i, layer, acts, optimizer, rng, *, topk=None):
         W = layer.W
         pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
+        W.invalidate_cache()  # its transpose and row indices (12 bytes per connection) are stale
         n = int(pruned.removed_rows.shape[0])
         mode = None if acts is None else self._layer_mode(W, acts[i].shape[1])
         if n == 0:
