@@ -4,17 +4,39 @@ GPU cases appear only where CuPy finds a device. Import the lists from here
 (``from conftest import ...`` works because pytest puts tests/ on sys.path).
 """
 
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import ctre_sparse
 from ctre_sparse.backends import available_backends
 
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
 # the benchmarks are a package of the repository (not installed): appended, so that an
 # installed ctre_sparse still comes first
-sys.path.append(str(Path(__file__).resolve().parents[1]))
+sys.path.append(REPO_ROOT)
+
+#: The folder holding the ctre_sparse this test process imported: site-packages for an
+#: installed package, the checkout for an editable or in-place build.
+PACKAGE_PARENT = str(Path(ctre_sparse.__file__).resolve().parents[1])
+
+
+def child_python(*, benchmarks=False, **env):
+    """``cwd`` and ``env`` for a child ``python -c`` that imports the same ctre_sparse as here.
+
+    ``python -c`` puts its working folder first on ``sys.path``: run from the
+    checkout, the child would import the source tree (without the compiled
+    extension, when the package was installed with ``pip install .``).
+    The child runs in :data:`PACKAGE_PARENT` instead, with the checkout
+    appended for the ``benchmarks`` package when ``benchmarks`` is true.
+    """
+    path = [PACKAGE_PARENT] + ([REPO_ROOT] if benchmarks else [])
+    if os.environ.get("PYTHONPATH"):
+        path.append(os.environ["PYTHONPATH"])
+    return {"cwd": PACKAGE_PARENT, "env": dict(os.environ, PYTHONPATH=os.pathsep.join(path), **env)}
 
 DTYPES = [np.float32, np.float64]
 INDEX_DTYPES = [np.int32, np.int64]

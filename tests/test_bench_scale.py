@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from conftest import child_python
 from ctre_sparse.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,10 +21,9 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "bench_scale.py")
 @pytest.fixture(scope="module")
 def record(tmp_path_factory):
     out = tmp_path_factory.mktemp("scale") / "scale.json"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     subprocess.run([sys.executable, SCRIPT, "--widths", "48", "--samples", "300", "--features",
                     "20", "--batch", "32", "--threads", "1", "--json", str(out)],
-                   check=True, env=env, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, **child_python(benchmarks=True))
     records = json.loads(out.read_text())
     assert len(records) == 1
     return out, records[0]

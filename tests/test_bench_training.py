@@ -232,7 +232,7 @@ def test_check_batch_avoids_relu_kinks():
     # a sample with a hidden pre-activation exactly 0 is left out
     layer = model.layers[0]
     row = int(np.argmax(np.diff(layer.W.indptr)))
-    lo, hi = layer.W.indptr[row], layer.W.indptr[row + 1]
+    lo = layer.W.indptr[row]
     X2 = X.copy()
     X2[:, 0] = 0
     X2[layer.W.indices[lo], 0] = 1.0

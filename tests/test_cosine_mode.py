@@ -144,7 +144,7 @@ def test_bad_mode_raises():
 
 
 def test_estimator_cli_and_saved_files(tmp_path):
-    from ctre_sparse import CTREClassifier, persistence
+    from ctre_sparse import CTREClassifier
     from ctre_sparse._estimator_state import with_legacy_defaults
     from ctre_sparse.cli import build_parser
     from ctre_sparse.cli.train import _estimator

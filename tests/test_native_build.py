@@ -17,6 +17,7 @@ import pytest
 
 from ctre_sparse import ops
 from ctre_sparse.backends import backend_status, native
+from conftest import child_python
 from ctre_sparse.testing import assert_allclose, random_csr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,16 +232,16 @@ def test_no_ext_env_skips_the_build():
 def test_spin_count_tuning_does_not_leak_or_override():
     code = ("import os, ctre_sparse.backends.native as n; "
             "print(os.environ.get('GOMP_SPINCOUNT'), n.unavailable_reason() is None)")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    env.pop("GOMP_SPINCOUNT", None)
-    env.pop("OMP_WAIT_POLICY", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=120)
+    child = child_python()
+    child["env"].pop("GOMP_SPINCOUNT", None)
+    child["env"].pop("OMP_WAIT_POLICY", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, **child)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "None"  # set only while libgomp loads
-    env["GOMP_SPINCOUNT"] = "12345"  # a user's own setting is kept
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=120)
+    child["env"]["GOMP_SPINCOUNT"] = "12345"  # a user's own setting is kept
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, **child)
     assert out.stdout.split()[0] == "12345"
 
 

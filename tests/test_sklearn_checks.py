@@ -16,7 +16,6 @@ scikit-learn itself reports two skips when optional dependencies are missing
   (``validate_data`` records ``feature_names_in_``, which ``save`` keeps).
 """
 
-import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 

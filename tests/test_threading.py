@@ -19,8 +19,8 @@ import pytest
 
 from ctre_sparse import CSRMatrix, topk_cosine, tuning
 from ctre_sparse.backends import available_backends
+from conftest import child_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_native = pytest.mark.skipif("native" not in available_backends("cpu"),
                                   reason="the native extension is not built")
 
@@ -63,10 +63,9 @@ REPRODUCER = textwrap.dedent("""
 
 
 def _run_reproducer(backend, seconds=6.0, timeout=90):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     try:
         return subprocess.run([sys.executable, "-c", REPRODUCER, str(seconds), backend],
-                              capture_output=True, text=True, env=env, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, **child_python())
     except subprocess.TimeoutExpired:
         pytest.fail(f"topk_cosine (backend {backend!r}) beside a NumPy product in another "
                     f"thread did not finish within {timeout} s (a {seconds} s run): a hang")
@@ -164,11 +163,11 @@ def test_importing_the_backends_changes_nothing():
         print("available", n.unavailable_reason() is None)
         print("status-after", tuning.status()["openmp_spin_count"], os.environ.get("GOMP_SPINCOUNT"))
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    child = child_python()
     for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", tuning.ENV_VAR):
-        env.pop(name, None)
+        child["env"].pop(name, None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, timeout=120)
+                         timeout=120, **child)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
     assert lines["loaded-at-import"] == "False" and lines["status-before"] == "None"
