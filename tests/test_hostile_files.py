@@ -18,6 +18,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import child_python
 from ctre_sparse import CTREClassifier
 
 
@@ -246,7 +247,7 @@ _FUZZ = textwrap.dedent("""
 def test_fuzzed_model_files_give_clear_errors(saved, tmp_path):
     good, _ = saved
     proc = subprocess.run([sys.executable, "-c", _FUZZ, str(good), str(tmp_path), "0", "300"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, **child_python())
     assert proc.returncode == 0, f"the child died (exit {proc.returncode}): {proc.stderr[-2000:]}"
     outcomes = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(outcomes) <= {"loaded", "ValueError"}, outcomes

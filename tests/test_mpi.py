@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import mpi_jobs
+from conftest import child_python
 from ctre_sparse import CTREClassifier
 from ctre_sparse.distributed import ENV_TIMEOUT, EXIT_RANK_LOST
 
@@ -54,7 +55,7 @@ def mpiexec():
 
 def _run(mpiexec, args, timeout=300, **env):
     return subprocess.run([mpiexec, "-n", "2", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **env})
+                          timeout=timeout, **child_python(**env))
 
 
 @pytest.fixture(scope="module")
