@@ -56,7 +56,8 @@ from .training_ops import activation_backward, bias_activation, gather_columns, 
 from .validation import check_allocation
 
 __all__ = ["as_csr", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
-           "topk_abs_product", "prune_magnitude", "insert", "PruneResult", "InsertResult", "gather_columns",
+           "topk_abs_product", "prune_magnitude", "insert", "PruneResult", "InsertResult",
+           "gather_columns",
            "bias_activation", "activation_backward", "sgd_update"]
 
 #: Default memory budget (bytes) for one block of scores in :func:`topk_cosine`.

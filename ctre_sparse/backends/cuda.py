@@ -15,7 +15,8 @@ How each op runs
 - ``sddmm``: ``sddmm.cu``, one warp per 32 consecutive nonzeros.
 - ``cosine_pairs``: ``cosine.cu`` (row norms, then one warp per 32 pairs).
 - ``topk_cosine`` / ``topk_abs_product``: blocks of scores by cuBLAS
-  (``cupy.matmul``; of the unit-normalised rows for the cosine), existing connections masked by a kernel
+  (``cupy.matmul``; of the unit-normalised rows for the cosine), existing
+  connections masked by a kernel
   (``cosine.cu``), then a threshold and a stable CuPy sort of the candidates.
 - ``prune_magnitude`` / ``insert``: CuPy array operations (stable sort,
   binary searches, scatters); no custom kernel.

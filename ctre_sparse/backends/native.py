@@ -41,7 +41,8 @@ NAME = "native"
 logger = logging.getLogger(__name__)
 
 __all__ = ["unavailable_reason", "load", "spmm", "spmm_t", "sddmm", "cosine_pairs",
-           "topk_cosine", "topk_abs_product", "prune_magnitude", "insert", "gather_columns", "bias_activation",
+           "topk_cosine", "topk_abs_product", "prune_magnitude", "insert", "gather_columns",
+           "bias_activation",
            "activation_backward", "sgd_update", "get_num_threads", "set_num_threads", "isa",
            "extension"]
 
@@ -137,7 +138,7 @@ def cosine_pairs(A, B, rows, cols, out):
 
 
 def topk_cosine(A, B, k, indptr, indices, block_rows):
-    """Exact top-k absent pairs by ``|cos|``: :func:`topk_abs_product` of the unit-normalised rows."""
+    """Exact top-k absent pairs by ``|cos|``: :func:`topk_abs_product` of the unit rows."""
     return topk_abs_product(normalize_rows(A), normalize_rows(B), k, indptr, indices, block_rows)
 
 

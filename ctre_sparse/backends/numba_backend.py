@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 NAME = "numba"
 
 __all__ = ["NAME", "unavailable_reason", "get_num_threads", "spmm", "spmm_t", "sddmm",
-           "cosine_pairs", "topk_cosine", "topk_abs_product", "prune_magnitude", "insert", "gather_columns",
+           "cosine_pairs", "topk_cosine", "topk_abs_product", "prune_magnitude", "insert",
+           "gather_columns",
            "bias_activation", "activation_backward", "sgd_update"]
 
 
