@@ -315,7 +315,8 @@ class TopologyUpdater:
                     "cosine_mode": None}
         A_in, A_out, G_out = acts[i] if acts is not None else (None, None, None)
         ctx = GrowthContext(i, pruned.matrix, pruned.removed_rows, pruned.removed_cols,
-                            A_in, A_out, G_out=G_out, backend=self.backend, block_bytes=self.block_bytes,
+                            A_in, A_out, G_out=G_out, backend=self.backend,
+                            block_bytes=self.block_bytes,
                             cosine_approx_dim=self.cosine_approx_dim,
                             cosine_approx_oversample=self.cosine_approx_oversample,
                             cosine_mode=mode or "exact", topk_cosine=topk)
