@@ -185,7 +185,7 @@ class TopologyUpdater:
             y = None if y is None else y[idx if array_module(y) is xp else to_host(idx)]
         return xp.ascontiguousarray(X), y
 
-    def _signals(self, model, X, y, rng):
+    def _sample_activations(self, model, X, y, rng):
         """Per layer ``(A_in, A_out, G_out)`` for the growth strategy, or None if it needs none.
 
         Cosine growth gets the activations of the sample subset (``A_out``
@@ -288,7 +288,7 @@ class TopologyUpdater:
         if self.growth.prunes and self.zeta > 0:
             if communicator is not None and self.growth.needs_gradients:
                 raise ValueError(f"growth {self.growth.name!r} does not run data-parallel")
-            acts = self._signals(model, X, y, rng)
+            acts = self._sample_activations(model, X, y, rng)
             split = {} if communicator is None else {"topk": communicator.topk_cosine}
             for i, layer in enumerate(model.layers):
                 layer_stats.append(self._update_layer(i, layer, acts, optimizer, rng, **split))
