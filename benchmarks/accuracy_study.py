@@ -460,6 +460,8 @@ def select(rows, args):
             continue
         if r.get("scaling", "standard") != args.scaling:
             continue
+        if args.commits and r["method"] != "dense_mlp" and r.get("git_commit") not in args.commits:
+            continue  # the dense runs involve no ctre_sparse code but the validation rows
         if args.current and r.get("resolved") != resolved_params(
                 r["params"], r["epochs"], r["method"], r["dataset"], r["epsilon"]):
             continue  # trained with what a preset resolved to before it changed
@@ -640,6 +642,8 @@ def parse_args(argv=None):
     p.add_argument("--current", action="store_true",
                    help="with --table/--pivot/--screen/--plot: only runs whose preset values are "
                         "what the presets resolve to now")
+    p.add_argument("--commits", nargs="+",
+                   help="with --table/--pivot/--screen/--plot: only sparse runs of these commits")
     p.add_argument("--screen", action="store_true",
                    help="print configuration x method tables per data set (the study steps)")
     p.add_argument("--pivot", action="store_true",
