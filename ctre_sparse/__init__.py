@@ -10,14 +10,15 @@ import logging
 from ._version import __version__
 from .backends import BackendUnavailableError, available_backends, backend_status
 from .ops import (activation_backward, bias_activation, cosine_pairs, gather_columns, insert,
-                  prune_magnitude, sddmm, sgd_update, spmm, spmm_t, topk_cosine)
+                  prune_magnitude, sddmm, sgd_update, spmm, spmm_t, topk_abs_product,
+                  topk_cosine)
 from .sparse import CSRMatrix, get_index_dtype
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "__version__", "CSRMatrix", "get_index_dtype", "spmm", "spmm_t", "sddmm",
-    "cosine_pairs", "topk_cosine", "prune_magnitude", "insert", "gather_columns",
+    "cosine_pairs", "topk_cosine", "topk_abs_product", "prune_magnitude", "insert", "gather_columns",
     "bias_activation", "activation_backward", "sgd_update", "available_backends",
     "backend_status", "BackendUnavailableError", "CTREClassifier",
 ]

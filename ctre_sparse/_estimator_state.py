@@ -70,11 +70,18 @@ def with_legacy_defaults(params):
 
     ``cosine_mode`` (added with the index mode): such files ran exact cosine
     growth, or the sketch's size rule with ``cosine_approx_dim``, which is
-    ``"auto"`` with ``cosine_approx_dim`` set.
+    ``"auto"`` with ``cosine_approx_dim`` set. ``preset`` (added with it and
+    ``init``, ``grow_init``, ``lr_schedule``, ``warmup_epochs``): such files
+    trained in the CTRE authors' regime, ``"paper"``, with their saved
+    learning rate.
     """
     params = dict(params)
     if "cosine_mode" not in params:
         params["cosine_mode"] = "exact" if params.get("cosine_approx_dim") is None else "auto"
+    if "preset" not in params:
+        params["preset"] = "paper"
+        for name in ("init", "grow_init", "lr_schedule", "warmup_epochs"):
+            params.setdefault(name, None)
     return params
 
 

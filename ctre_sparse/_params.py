@@ -6,7 +6,104 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_number", "hidden_sizes", "check_params", "params_json"]
+__all__ = ["check_number", "hidden_sizes", "check_params", "params_json", "PRESETS",
+           "resolved", "fan_in_learning_rate", "mean_fan_in"]
+
+#: Values of the parameters that :class:`~ctre_sparse.CTREClassifier` leaves at
+#: None, per ``preset`` (docs/accuracy.md: how "default" was chosen).
+#: ``learning_rate="fan_in"``: :func:`fan_in_learning_rate` of the network.
+#: With ``growth="rigl"`` the regrown weights start at 0 in either preset and the
+#: learning rate is at most :data:`RIGL_MAX_LR`.
+PRESETS = {
+    "default": {"init": "he_sparse", "grow_init": "threshold", "learning_rate": "fan_in",
+                "lr_schedule": "cosine", "warmup_epochs": 5},
+    "paper": {"init": "he", "grow_init": "he", "learning_rate": 0.01, "lr_schedule": "constant",
+              "warmup_epochs": 0},
+}
+#: Peak learning rate of the presets for ``growth="rigl"``: its gradient-chasing
+#: growth piles connections onto a few neurons and diverged at 0.3 (docs/accuracy.md).
+RIGL_MAX_LR = 0.1
+#: :func:`fan_in_learning_rate`: ``min(FAN_IN_LR_MAX, FAN_IN_LR_SCALE / sqrt(k))``.
+FAN_IN_LR_SCALE = 0.4
+FAN_IN_LR_MAX = 0.3
+INITS = ("he", "he_sparse")
+GROW_INITS = ("he", "he_sparse", "zeros", "kept", "threshold")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def mean_fan_in(sizes, epsilon=None, density=None):
+    """Connections per receiving neuron of an Erdős–Rényi network: ``sum(nnz) / sum(n_out)``.
+
+    Examples
+    --------
+    >>> round(mean_fan_in([64, 1000, 1000, 1000, 10], epsilon=1), 3)
+    2.018
+    """
+    from .nn.init import erdos_renyi_nnz
+
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    nnz = sum(erdos_renyi_nnz(n_out, n_in, epsilon=epsilon, density=density)
+              for n_in, n_out in pairs)
+    return nnz / max(1, sum(n_out for _, n_out in pairs))
+
+
+def fan_in_learning_rate(sizes, epsilon=None, density=None):
+    """The "default" preset's peak learning rate: ``min(0.3, 0.4 / sqrt(k))``, k = mean fan-in.
+
+    A neuron's pre-activation moves per SGD step by the sum of its ``k``
+    inputs times their weights' steps; with the weights scaled to the real
+    fan-in (``init="he_sparse"``) and the steps' signs uncorrelated, that
+    sum grows like ``sqrt(k)``, so the rate falls as ``1 / sqrt(k)`` to keep
+    the step of the pre-activations alike at every density. Measured on
+    3 x 1000 networks (docs/accuracy.md): 0.3 trained best at epsilon 1
+    (k about 2) and diverged at epsilon 20 (k about 37), where this gives 0.066.
+
+    Parameters
+    ----------
+    sizes : list of int
+        Layer sizes, inputs to classes.
+    epsilon, density : float, optional
+        The network's sparsity (one of them).
+
+    Examples
+    --------
+    >>> sizes = [64, 1000, 1000, 1000, 10]
+    >>> [round(fan_in_learning_rate(sizes, epsilon=e), 3) for e in (1, 5, 20)]
+    [0.282, 0.126, 0.066]
+    """
+    k = mean_fan_in(sizes, epsilon=epsilon, density=density)
+    return float(min(FAN_IN_LR_MAX, FAN_IN_LR_SCALE / np.sqrt(max(k, 1.0))))
+
+
+def resolved(est, sizes=None):
+    """The preset-dependent settings of ``est``: ``init``, ``grow_init``, ``learning_rate``,
+    ``schedule``.
+
+    ``sizes`` (the layer sizes, inputs to classes) is needed only where the
+    learning rate follows the network (:func:`fan_in_learning_rate`);
+    without it that rate is None. ``schedule`` is None (constant rate) or a
+    :class:`~ctre_sparse.nn.optim.WarmupCosine` over ``max_epochs``.
+    """
+    from .nn.optim import WarmupCosine
+
+    preset = dict(PRESETS[est.preset])
+    cfg = {k: preset[k] if getattr(est, k) is None else getattr(est, k) for k in preset}
+    if est.growth == "rigl":
+        if est.grow_init is None:
+            cfg["grow_init"] = "zeros"  # RigL's own rule (and the CTRE authors' code's for it)
+    lr = cfg["learning_rate"]
+    if lr == "fan_in":
+        lr = None if sizes is None else fan_in_learning_rate(
+            sizes, **({"density": float(est.density)} if est.density is not None
+                      else {"epsilon": float(est.epsilon)}))
+    if lr is not None and est.growth == "rigl" and est.learning_rate is None:
+        lr = min(float(lr), RIGL_MAX_LR)
+    schedule = None
+    if cfg["lr_schedule"] == "cosine" and lr is not None:
+        warmup = min(int(cfg["warmup_epochs"]), int(est.max_epochs) - 1)
+        schedule = WarmupCosine(float(lr), int(est.max_epochs), warmup)
+    return {"init": cfg["init"], "grow_init": cfg["grow_init"],
+            "learning_rate": None if lr is None else float(lr), "schedule": schedule}
 
 
 def _shown(value):
@@ -52,7 +149,8 @@ def check_params(est, growths, activations):
         raise ValueError(f"growth must be one of {growths}, got {_shown(est.growth)!r}")
     if est.activation not in activations:
         raise ValueError(f"activation must be one of {activations}, got {_shown(est.activation)!r}")
-    check_number("learning_rate", est.learning_rate, 0, None, low_open=True)
+    if est.learning_rate is not None:
+        check_number("learning_rate", est.learning_rate, 0, None, low_open=True)
     check_number("momentum", est.momentum, 0, 1)
     check_number("weight_decay", est.weight_decay, 0, None)
     check_number("batch_size", est.batch_size, 1, None, integer=True)
@@ -83,6 +181,24 @@ def check_params(est, growths, activations):
                          f"device={est.device!r}")
     if np.dtype(est.dtype) not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {est.dtype!r}")
+    _check_preset_params(est)
+
+
+def _check_preset_params(est):
+    """``preset`` and the parameters it fills in (None, or one of their values)."""
+    if est.preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {_shown(est.preset)!r}")
+    for name, allowed in (("init", INITS), ("grow_init", GROW_INITS),
+                          ("lr_schedule", LR_SCHEDULES)):
+        value = getattr(est, name)
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name} must be None or one of {allowed}, got {_shown(value)!r}")
+    if est.warmup_epochs is not None:
+        check_number("warmup_epochs", est.warmup_epochs, 0, None, integer=True)
+    if est.growth == "rigl" and est.distributed is not None:
+        raise ValueError(f"growth='rigl' does not run with distributed={est.distributed!r}: its "
+                         "gradient scores are not split over the ranks; use a cosine growth "
+                         "or distributed=None")
 
 
 def params_json(est):

@@ -27,7 +27,8 @@ from . import persistence
 from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
                                params_for_this_machine, plain, restored_scaling,
                                saved_array_names, storable_classes, with_legacy_defaults)
-from ._params import check_params, hidden_sizes, params_json
+from ._params import check_params, hidden_sizes, params_json, resolved
+from ._split import validation_indices
 from ._version import __version__
 from .device import to_host
 from .distributed import fitting as mpi
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CTREClassifier", "GROWTHS", "ACTIVATIONS", "CHECKPOINT_NAME"]
 
-GROWTHS = ("ctre_sim", "ctre_seq", "cosine", "random", "set", "static")
+GROWTHS = ("ctre_sim", "ctre_seq", "cosine", "rigl", "random", "set", "static")
 ACTIVATIONS = ("relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid")
 CHECKPOINT_NAME = "checkpoint.npz"
 _PREDICT_CHUNK = 4096
@@ -69,20 +70,56 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     zeta : float in [0, 1), default 0.2
         Fraction of each layer's connections pruned (smallest ``|w|``) and
         regrown after every epoch.
-    growth : {"ctre_sim", "ctre_seq", "cosine", "random", "static"}, default "ctre_sim"
+    growth : {"ctre_sim", "ctre_seq", "cosine", "rigl", "random", "static"}, default "ctre_sim"
         How regrown connections are chosen: ``"random"`` is SET; ``"cosine"``
         the absent pairs of neurons whose activations have the largest
         absolute cosine similarity; ``"ctre_seq"`` cosine until validation
         accuracy stalls for ``patience`` epochs, then random; ``"set"`` is an
         alias of ``"random"``; ``"ctre_sim"``
         cosine, where a pick re-adding a just-pruned connection is replaced by
-        a random one; ``"static"`` keeps the initial topology.
+        a random one; ``"rigl"`` the absent connections with the largest
+        loss-gradient magnitude over ``cosine_samples`` samples (Evci et al.
+        2020; not with ``distributed``); ``"static"`` keeps the initial
+        topology.
     activation : {"relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid"}, default "relu"
         Hidden activation. ReLU as in the CTRE code base;
         ``"alternated_left_relu"`` is the All-ReLU of Curci et al. (negative
         slope +/-0.6 alternating with depth) used by the truly-sparse SET
         implementations.
-    learning_rate : float, default 0.01
+    preset : {"default", "paper"}, default "default"
+        Where the parameters left at None take their values from:
+
+        ==============  ===================  ==================================
+        parameter       "default"            "paper" (the CTRE authors' regime)
+        ==============  ===================  ==================================
+        init            "he_sparse"          "he"
+        grow_init       "threshold"          "he"
+        learning_rate   0.4 / sqrt(k) <= 0.3 0.01
+        lr_schedule     "cosine"             "constant"
+        warmup_epochs   5                    0
+        ==============  ===================  ==================================
+
+        ``k`` is the network's mean number of inputs per neuron (about
+        ``2 * epsilon`` for wide layers; :func:`ctre_sparse._params.fan_in_learning_rate`).
+        With ``growth="rigl"``: ``grow_init`` "zeros" (RigL's rule) and the
+        learning rate at most 0.1 (it diverged at 0.3). "default" trained
+        best in docs/accuracy.md; "paper" keeps docs/reproduction.md
+        reproducible. Explicit parameters win.
+    init : {"he", "he_sparse"}, optional
+        Initial weights U(+-sqrt(6 / n)): ``"he"`` with n = n_in (the dense
+        fan-in), ``"he_sparse"`` with n = each neuron's real fan-in. None:
+        the preset's.
+    grow_init : {"he", "he_sparse", "zeros", "kept", "threshold"}, optional
+        Weights of regrown connections (see
+        :class:`~ctre_sparse.topology.TopologyUpdater`). None: the preset's.
+    learning_rate : float, optional
+        Peak learning rate of SGD. None: the preset's.
+    lr_schedule : {"constant", "cosine"}, optional
+        ``"cosine"``: linear warm-up over ``warmup_epochs`` epochs, then
+        cosine decay over the rest of ``max_epochs``
+        (:class:`~ctre_sparse.nn.optim.WarmupCosine`). None: the preset's.
+    warmup_epochs : int, optional
+        Warm-up epochs of the ``"cosine"`` schedule. None: the preset's.
     momentum : float in [0, 1), default 0.9
     nesterov : bool, default True
     weight_decay : float, default 1e-4
@@ -94,6 +131,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     validation_fraction : float in [0, 1), default 0.1
         Part of the training data held out (stratified) by :meth:`fit` to
         measure validation accuracy (CTRE-seq's switch uses it). 0 disables.
+        A split smaller than 20 rows or than the number of classes is not
+        made (a UserWarning says so): CTRE-seq then monitors the training
+        accuracy.
     patience : int, default 40
         Epochs without validation improvement before CTRE-seq switches from
         cosine to random growth (40, the CTRE authors' ``early_stop_epoch``).
@@ -192,13 +232,14 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), *, epsilon=1.0, density=None,
-                 zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=0.01,
+                 zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=None,
                  momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, cosine_mode="auto",
                  dropout=0.0, standardize=True, random_state=None, verbose=0, backend="auto",
                  device="cpu", distributed=None, checkpoint_dir=None, checkpoint_every=1,
-                 dtype=np.float32):
+                 dtype=np.float32, preset="default", init=None, grow_init=None,
+                 lr_schedule=None, warmup_epochs=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.density = density
@@ -227,6 +268,11 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.dtype = dtype
+        self.preset = preset
+        self.init = init
+        self.grow_init = grow_init
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
 
     # ---------------------------------------------------------------- checks
     def _hidden_sizes(self):
@@ -311,14 +357,15 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         sizes = [int(n_features)] + self._hidden_sizes() + [int(n_classes)]
         sparsity = ({"density": float(self.density)} if self.density is not None
                     else {"epsilon": float(self.epsilon)})
+        cfg = resolved(self, sizes)
         model = SparseMLP(sizes, activation=self.activation, dropout=float(self.dropout),
-                          dtype=np.dtype(self.dtype), backend=self.backend,
+                          dtype=np.dtype(self.dtype), backend=self.backend, init=cfg["init"],
                           random_state=np.random.default_rng(seeds[1]), **sparsity)
         if self.device == "cuda":
             model.to_device("cuda")     # the Trainer moves the optimizer state along
-        optimizer = SGD(learning_rate=float(self.learning_rate), momentum=float(self.momentum),
+        optimizer = SGD(learning_rate=cfg["learning_rate"], momentum=float(self.momentum),
                         nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay),
-                        backend=self.backend)
+                        schedule=cfg["schedule"], backend=self.backend)
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
         updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
                                   cosine_samples=cosine_samples, patience=int(self.patience),
@@ -326,7 +373,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                                   cosine_approx_dim=(None if self.cosine_approx_dim is None
                                                      else int(self.cosine_approx_dim)),
                                   cosine_approx_oversample=int(self.cosine_approx_oversample),
-                                  cosine_mode=self.cosine_mode)
+                                  cosine_mode=self.cosine_mode, grow_init=cfg["grow_init"])
         self._trainer = training.Trainer(model, optimizer, updater,
                                          batch_size=int(self.batch_size),
                                          random_state=np.random.default_rng(seeds[2]))
@@ -348,26 +395,18 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"partial_fit cannot change {frozen} of a trained model (they "
                              f"define its network or training core); call fit to start again")
         opt = self._trainer.optimizer
-        opt.learning_rate = opt.current_lr = float(self.learning_rate)
+        cfg = resolved(self, self._trainer.model.layer_sizes)
+        opt.learning_rate = opt.current_lr = cfg["learning_rate"]
+        opt.schedule = cfg["schedule"]
         opt.momentum, opt.nesterov = float(self.momentum), bool(self.nesterov)
         opt.weight_decay = float(self.weight_decay)
         self._trainer.updater.zeta = float(self.zeta)
         self._built_with = now
 
     def _split_validation(self, y_codes, seed):
-        """Indices of the held-out validation part (stratified when possible)."""
-        n = y_codes.shape[0]
-        n_val = int(np.floor(self.validation_fraction * n))
-        if n_val < 1 or n - n_val < 1:
-            return np.zeros(0, dtype=np.int64)
-        from sklearn.model_selection import train_test_split
-
-        counts = np.bincount(y_codes)
-        stratify = y_codes if counts[counts > 0].min() >= 2 and n_val >= len(self.classes_) \
-            else None
-        _, val = train_test_split(np.arange(n), test_size=n_val, stratify=stratify,
-                                  random_state=int(np.random.default_rng(seed).integers(2**31)))
-        return np.sort(val).astype(np.int64)
+        """The held-out validation rows (:func:`~ctre_sparse._split.validation_indices`)."""
+        return validation_indices(y_codes, len(self.classes_), self.validation_fraction,
+                                  int(np.random.default_rng(seed).integers(2**31)))
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, *, resume=False, callbacks=None):
@@ -733,7 +772,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
 
 
 #: Parameters that ``partial_fit`` carries into a trained model's training core.
-_LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta"})
+_LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta",
+                          "lr_schedule", "warmup_epochs"})
 #: Parameters that ``partial_fit`` does not use or reads at every call.
 _IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
                           "batch_size", "validation_fraction", "random_state"})

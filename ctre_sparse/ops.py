@@ -56,7 +56,8 @@ from .training_ops import activation_backward, bias_activation, gather_columns, 
 from .validation import check_allocation
 
 __all__ = ["as_csr", "spmm", "spmm_t", "sddmm", "cosine_pairs", "topk_cosine",
-           "prune_magnitude", "insert", "PruneResult", "InsertResult", "gather_columns",
+           "topk_abs_product", "prune_magnitude", "insert", "PruneResult", "InsertResult",
+           "gather_columns",
            "bias_activation", "activation_backward", "sgd_update"]
 
 #: Default memory budget (bytes) for one block of scores in :func:`topk_cosine`.
@@ -342,6 +343,71 @@ def topk_cosine(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend=
     >>> list(zip(rows.tolist(), cols.tolist()))
     [(1, 1), (0, 1)]
     """
+    args = _topk_args(A, B, k, exclude, block_bytes, check, "topk_cosine")
+    return select_backend(backend, A, B).topk_cosine(A, B, *args)
+
+
+def topk_abs_product(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend="auto",
+                     check=True):
+    """The ``k`` absent pairs with the largest ``|B[row, :] . A[col, :]|``.
+
+    :func:`topk_cosine` without the normalisation, by the same blocked
+    products and streaming top-k: exact, memory O(block + k), nothing of size
+    ``n_out * n_in``. With ``A`` a layer's inputs and ``B`` the gradient of
+    the loss at its outputs (pre-activation), both over the same S samples,
+    the score is ``|dL/dW[row, col]|`` summed over the samples, so this picks
+    the absent connections with the largest gradient magnitude (RigL's
+    growth, Evci et al. 2020) without forming the dense gradient ``B @ A.T``.
+
+    Parameters
+    ----------
+    A : ndarray, shape (n_in, S)
+    B : ndarray, shape (n_out, S), dtype of A
+    k : int
+    exclude : CSRMatrix or scipy.sparse CSR, shape (n_out, n_in), optional
+    block_bytes : int, default 32 MiB
+    backend : str, default "auto"
+    check : bool, default True
+        As in :func:`topk_cosine`.
+
+    Returns
+    -------
+    rows, cols : int64 ndarrays, shape (m,), m = min(k, absent pairs)
+    scores : ndarray, shape (m,), dtype of A
+        Score descending; ties by ``(row, col)`` ascending.
+
+    Raises
+    ------
+    ValueError
+        As :func:`topk_cosine`, and when a score could overflow the dtype
+        (``S * max|A| * max|B|`` beyond its largest finite value).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> A = np.array([[1., 0.], [0., 2.]]); B = np.array([[3., 1.], [0., -1.]])
+    >>> W = CSRMatrix.from_dense(np.array([[1., 0.], [0., 0.]]))
+    >>> rows, cols, scores = topk_abs_product(A, B, 2, exclude=W)
+    >>> list(zip(rows.tolist(), cols.tolist())), scores.tolist()
+    ([(0, 1), (1, 1)], [2.0, 2.0])
+    """
+    args = _topk_args(A, B, k, exclude, block_bytes, check, "topk_abs_product")
+    _check_no_overflow(A, B)
+    return select_backend(backend, A, B).topk_abs_product(A, B, *args)
+
+
+def _check_no_overflow(A, B):
+    """Refuse products that could overflow: an Inf or NaN score would have no order."""
+    if A.size == 0 or B.size == 0:
+        return
+    bound = (float(abs(A).max()) * float(abs(B).max())) * A.shape[1]
+    if not bound < float(np.finfo(A.dtype).max):
+        raise ValueError(f"A and B are too large for {np.dtype(A.dtype).name} scores: "
+                         f"S * max|A| * max|B| = {bound:.3g} may overflow; scale them down")
+
+
+def _topk_args(A, B, k, exclude, block_bytes, check, op):
+    """Validated ``(k, indptr, indices, block_rows)`` of a blocked top-k over absent pairs."""
     xp = _check_activations(A, B)
     k = _check_int("k", k, 0)
     block_bytes = _check_int("block_bytes", block_bytes, 1)
@@ -360,8 +426,8 @@ def topk_cosine(A, B, k, *, exclude=None, block_bytes=TOPK_BLOCK_BYTES, backend=
     block_rows = min(max(1, block_bytes // row_bytes), max(1, n_out))
     # a block of scores, plus the running top and its merge buffers (key + score each)
     check_allocation(block_rows * row_bytes + 4 * k * (8 + A.dtype.itemsize),
-                     f"topk_cosine with k={k} and blocks of {block_rows} rows")
-    return select_backend(backend, A, B).topk_cosine(A, B, k, indptr, indices, block_rows)
+                     f"{op} with k={k} and blocks of {block_rows} rows")
+    return k, indptr, indices, block_rows
 
 
 # ------------------------------------------------------------------ topology

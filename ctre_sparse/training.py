@@ -198,11 +198,11 @@ class Trainer:
             f"(now {self.optimizer.current_lr:g}) or check the input scaling")
 
     # ------------------------------------------------------------ epoch
-    def _update_topology(self, X):
+    def _update_topology(self, X, y):
         if self.updater is None or self.epoch == 0:
             return {"n_pruned": 0, "n_cosine": 0, "n_random": 0}, 0.0
         t0 = time.perf_counter()
-        stats = self.updater.update(self.model, X, optimizer=self.optimizer,
+        stats = self.updater.update(self.model, X, y, optimizer=self.optimizer,
                                     val_accuracy=self._monitor, rng=self.rng,
                                     communicator=self.communicator)
         synchronize(self.model.xp)  # the GPU's queued work belongs to the topology time
@@ -324,7 +324,7 @@ class Trainer:
         X, y = self._device_arrays(X, y)
         if X_val is not None:
             X_val, y_val = self._device_arrays(X_val, y_val)
-        topo, topo_seconds = self._update_topology(X)
+        topo, topo_seconds = self._update_topology(X, y)
         lr = self.optimizer.start_epoch(self.epoch)
         train_loss, train_acc = self._train_batches(X, y)
         if not train_loss <= DIVERGED_LOSS:   # caught before the next topology update uses it

@@ -41,7 +41,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ctre_sparse import (CSRMatrix, cosine_pairs, insert, prune_magnitude, sddmm, spmm, spmm_t,
-                         topk_cosine)
+                         topk_abs_product, topk_cosine)
 from ctre_sparse.cosine_sketch import topk_cosine_sketch
 
 F32, I32, I64 = np.float32, np.int32, np.int64
@@ -182,6 +182,8 @@ def _matrix_ops(backend):
             _, _, A, B = operands(n_out, n_in)
             if name == "topk_cosine":
                 return topk_cosine(A, B, 3, exclude=W, backend=backend), True
+            if name == "topk_abs_product":
+                return topk_abs_product(A, B, 3, exclude=W, backend=backend), True
             return topk_cosine_sketch(A, B, 3, exclude=W, dim=2, random_state=0,
                                       backend=backend), True
         return run
@@ -189,6 +191,7 @@ def _matrix_ops(backend):
     return {
         "spmm": product("spmm"), "spmm_t": product("spmm_t"), "sddmm": product("sddmm"),
         "topk_cosine": cosine("topk_cosine"), "topk_cosine_sketch": cosine("sketch"),
+        "topk_abs_product": cosine("topk_abs_product"),
         "prune_magnitude": lambda W, *_: (prune_magnitude(W, 0.5, backend=backend), True),
         "insert": lambda W, *_: (insert(W, np.array([0]), np.array([1]), np.array([7.0]),
                                         backend=backend), True),
@@ -315,8 +318,12 @@ def _cosine_cases(backend):
                 "exclude_dense": {"exclude": np.ones((3, 4), F32)}}
     for name, kw in bad_topk.items():
         kw = {"k": 3, **kw}
-        yield f"dense/topk_cosine/{name}", "topk_cosine", lambda kw=kw: topk_cosine(
-            At, Bt, backend=backend, **kw)
+        for op, fn in (("topk_cosine", topk_cosine), ("topk_abs_product", topk_abs_product)):
+            yield f"dense/{op}/{name}", op, lambda kw=kw, fn=fn: fn(At, Bt, backend=backend, **kw)
+    yield "dense/topk_abs_product/A_nan", "topk_abs_product", lambda: topk_abs_product(
+        np.full((4, S), np.nan, F32), Bt, 3, backend=backend)
+    yield "dense/topk_abs_product/overflow", "topk_abs_product", lambda: topk_abs_product(
+        np.full((4, S), 1e30, F32), np.full((3, S), 1e30, F32), 3, backend=backend)
     yield "dense/topk_cosine/A_nan", "topk_cosine", lambda: topk_cosine(
         np.full((4, S), np.nan, F32), Bt, 3, backend=backend)
     bad_sketch = {"k_negative": {"k": -1}, "dim_zero": {"dim": 0}, "oversample_zero": {
@@ -450,6 +457,8 @@ def valid_cases(backend):
     At, Bt = _activations(4, 3), _activations(3, 4)
     yield "valid/topk_cosine/k_1e12_int", "topk_cosine", "ok", lambda: (
         len(topk_cosine(At, Bt, 10**12, exclude=_W(), backend=backend)[0]) == 12 - 4, True)
+    yield "valid/topk_abs_product/k_1e12_int", "topk_abs_product", "ok", lambda: (
+        len(topk_abs_product(At, Bt, 10**12, exclude=_W(), backend=backend)[0]) == 12 - 4, True)
     yield "valid/topk_cosine/block_1e18", "topk_cosine", "ok", lambda: (
         len(topk_cosine(At, Bt, 3, block_bytes=10**18, backend=backend)[0]) == 3, True)
     yield "valid/topk_cosine_sketch/k_1e12_int", "topk_cosine_sketch", "ok", lambda: (

@@ -240,6 +240,24 @@ def test_topk_exact_ties(emu, monkeypatch, dtype, index_dtype, block_rows, k, sa
         np.testing.assert_array_equal(g, w)
 
 
+@pytest.mark.parametrize("k", [1, 50, 700])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64], ids=["i32", "i64"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_topk_abs_product_exact_ties(emu, dtype, index_dtype, k):
+    """Small integer products (exact, many ties, not normalised): the reference's picks, bit
+    for bit."""
+    rng = np.random.default_rng(k)
+    A = rng.integers(-3, 4, (120, 6)).astype(dtype)
+    B = rng.integers(-3, 4, (90, 6)).astype(dtype)
+    B[5] = 0
+    indptr, indices, _ = csr_from_lengths(rng.integers(0, 30, 90), 120, dtype, index_dtype,
+                                          seed=k)
+    got = emu.topk_abs_product(A, B, k, indptr, indices, 7)
+    want = reference.topk_abs_product(A, B, k, indptr, indices, 7)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_topk_random_scores(emu, dtype):
     rng = np.random.default_rng(9)

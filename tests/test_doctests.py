@@ -4,10 +4,14 @@ import doctest
 
 import pytest
 
+import ctre_sparse._params
 import ctre_sparse._random
+import ctre_sparse._split
 import ctre_sparse.checks
 import ctre_sparse.device
 import ctre_sparse.nn.activations
+import ctre_sparse.nn.init
+import ctre_sparse.nn.optim
 import ctre_sparse.ops
 import ctre_sparse.sparse
 import ctre_sparse.training_ops
@@ -16,7 +20,8 @@ import ctre_sparse.validation
 
 MODULES = [ctre_sparse.sparse, ctre_sparse.ops, ctre_sparse.training_ops, ctre_sparse.checks,
            ctre_sparse.device, ctre_sparse.nn.activations, ctre_sparse.tuning,
-           ctre_sparse._random, ctre_sparse.validation]
+           ctre_sparse._random, ctre_sparse.validation, ctre_sparse.nn.init, ctre_sparse.nn.optim,
+           ctre_sparse._params, ctre_sparse._split]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -136,6 +136,29 @@ def test_bad_values_are_refused(saved, tmp_path, name, value, message):
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("name, value", [
+    ("preset", "evil"), ("init", "glorot"), ("grow_init", "ones"), ("lr_schedule", 3),
+    ("warmup_epochs", -2), ("learning_rate", "fan_in"), ("growth", "rigl2"),
+])
+def test_bad_preset_parameters_are_refused(saved, tmp_path, name, value):
+    good, _ = saved
+    members = _edit_meta(_members(good), lambda m: m["params"].update({name: value}))
+    path = _write(tmp_path / "preset.npz", members)
+    with pytest.raises(ValueError, match=f"preset.npz: .*{name}"):
+        CTREClassifier.load(path)
+
+
+def test_a_regrowth_rule_the_library_does_not_have(saved, tmp_path):
+    good, _ = saved
+    members = _members(good)
+    tree = json.loads(str(members["state_json"]))
+    tree["updater"]["grow_init"] = "os.system"
+    members["state_json"] = np.array(json.dumps(tree))
+    path = _write(tmp_path / "grow.npz", members)
+    with pytest.raises(ValueError, match="grow.npz: .*grow_init must be one of"):
+        CTREClassifier.load(path)
+
+
 def test_momentum_of_the_wrong_length_is_refused_at_load(saved, tmp_path):
     good, _ = saved
     members = _members(good)

@@ -3,7 +3,8 @@
 A dense float32 weight, mask, gradient or similarity matrix of that layer
 would take 3.35 GiB; the model trains a couple of batches and runs one
 topology update with cosine growth (exact top-k over all 9e8 pairs, in
-blocks) and one with random growth, while tracemalloc watches every NumPy
+blocks), one with gradient growth (RigL: the same top-k over the loss
+gradient) and one with random growth, while tracemalloc watches every NumPy
 allocation.
 """
 
@@ -31,13 +32,15 @@ def test_big_layer_trains_and_evolves_in_small_memory():
         trainer = Trainer(model, SGD(0.01), updater, batch_size=8, random_state=0)
         before = [layer.W.nnz for layer in model.layers]
         records = trainer.fit(X, y, epochs=2)  # epoch 2 starts with the topology update
+        rigl_stats = TopologyUpdater(0.2, "rigl", cosine_samples=4, backend="reference").update(
+            model, X, y, optimizer=trainer.optimizer, rng=rng)
         random_stats = TopologyUpdater(0.2, "random", backend="reference").update(
             model, X, optimizer=trainer.optimizer, rng=rng)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert records[1]["n_cosine"] == records[1]["n_pruned"] > 0.19 * sum(before)
-    assert random_stats["n_random"] == records[1]["n_pruned"]
+    assert rigl_stats["n_cosine"] == random_stats["n_random"] == records[1]["n_pruned"]
     assert [layer.W.nnz for layer in model.layers] == before
     assert np.isfinite(records[1]["train_loss"])
     assert peak < LIMIT, f"peak {peak / 2**20:.0f} MiB (a dense layer: {dense_bytes / 2**30:.2f} GiB)"

@@ -15,7 +15,7 @@ from ctre_sparse.persistence import atomic_savez, decode_state, encode_state, re
 def data():
     from sklearn.datasets import make_classification
 
-    X, y = make_classification(n_samples=150, n_features=12, n_informative=6, n_classes=3,
+    X, y = make_classification(n_samples=200, n_features=12, n_informative=6, n_classes=3,
                                random_state=0)
     return X.astype(np.float32), y
 
@@ -102,11 +102,13 @@ def test_resume_after_interrupt_is_identical(data, tmp_path):
 
 
 def test_resume_from_path_with_larger_max_epochs(data, tmp_path):
+    """Identical to a straight run with a constant learning rate; the decaying schedule of
+    the default preset is laid over max_epochs, so a longer run differs from its start."""
     X, y = data
-    straight = make(max_epochs=5, growth="ctre_seq", patience=1).fit(X, y)
-    make(max_epochs=2, growth="ctre_seq", patience=1, checkpoint_dir=tmp_path).fit(X, y)
-    resumed = make(max_epochs=5, growth="ctre_seq", patience=1).fit(
-        X, y, resume=tmp_path / "checkpoint.npz")
+    kw = dict(growth="ctre_seq", patience=1, lr_schedule="constant")
+    straight = make(max_epochs=5, **kw).fit(X, y)
+    make(max_epochs=2, checkpoint_dir=tmp_path, **kw).fit(X, y)
+    resumed = make(max_epochs=5, **kw).fit(X, y, resume=tmp_path / "checkpoint.npz")
     assert_same_model(straight, resumed)
 
 
@@ -312,3 +314,44 @@ def test_saved_bit_generator_name_is_not_looked_up_in_numpy():
     other = np.random.Generator(np.random.Philox(3))
     again = _restored_generator(rng, other.bit_generator.state)
     assert again.integers(1 << 30) == other.integers(1 << 30)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(preset="paper", growth="rigl"),
+    dict(init="he", grow_init="zeros", lr_schedule="cosine", warmup_epochs=1, learning_rate=None),
+])
+def test_preset_parameters_roundtrip_and_continue_identically(data, tmp_path, kw):
+    X, y = data
+    a = make(**kw)
+    for _ in range(3):
+        a.partial_fit(X, y, classes=np.unique(y))
+    b = make(**kw)
+    b.partial_fit(X, y, classes=np.unique(y))
+    c = CTREClassifier.load(b.save(tmp_path / "preset.npz"))
+    assert c.get_params() == b.get_params()
+    assert c._trainer.updater.grow_init == b._trainer.updater.grow_init
+    for _ in range(2):
+        c.partial_fit(X, y)
+    assert_same_model(a, c)
+    assert [r["learning_rate"] for r in c.history_] == [r["learning_rate"] for r in a.history_]
+
+
+def test_files_from_before_the_presets_load_in_the_authors_regime(data, tmp_path):
+    """A file without ``preset`` trained with the dense He init, He regrowth and its saved
+    constant learning rate: it loads as preset="paper" and continues so."""
+    X, y = data
+    clf = make(preset="paper").fit(X, y)
+    path = clf.save(tmp_path / "new.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(members["meta_json"]))
+    for name in ("preset", "init", "grow_init", "lr_schedule", "warmup_epochs"):
+        del meta["params"][name]
+    tree = json.loads(str(members["state_json"]))
+    del tree["updater"]["grow_init"]
+    members["meta_json"] = np.array(json.dumps(meta))
+    members["state_json"] = np.array(json.dumps(tree))
+    np.savez(tmp_path / "old.npz", **members)
+    old = CTREClassifier.load(tmp_path / "old.npz")
+    assert old.preset == "paper" and old.init is None and old._trainer.updater.grow_init == "he"
+    assert_same_model(clf, old)

@@ -270,7 +270,7 @@ def _scan_rows(S, lo, hi, r0, indptr, indices, bs, bk, n, cap, thr):
 
 @njit(cache=True, nogil=True, parallel=True)
 def topk_block(S, r0, indptr, indices, bs, bk, counts, thr, cap):
-    """Stream the score block ``S = Bn[r0:r0+nr] @ An.T`` into per-chunk top-k buffers.
+    """Stream the score block ``S = B[r0:r0+nr] @ A.T`` (abs taken here) into per-chunk buffers.
 
     ``S[nr, n_in]:F`` (raw products; overwritten), ``indptr, indices:int64``
     (exclusion pattern), buffers ``bs[C, size]:F, bk[C, size]:int64`` (``size >

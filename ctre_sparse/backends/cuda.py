@@ -14,8 +14,9 @@ How each op runs
   (int32 indices only; cupyx does not take int64).
 - ``sddmm``: ``sddmm.cu``, one warp per 32 consecutive nonzeros.
 - ``cosine_pairs``: ``cosine.cu`` (row norms, then one warp per 32 pairs).
-- ``topk_cosine``: blocks of scores by cuBLAS (``cupy.matmul`` of the
-  unit-normalised rows), existing connections masked by a kernel
+- ``topk_cosine`` / ``topk_abs_product``: blocks of scores by cuBLAS
+  (``cupy.matmul``; of the unit-normalised rows for the cosine), existing
+  connections masked by a kernel
   (``cosine.cu``), then a threshold and a stable CuPy sort of the candidates.
 - ``prune_magnitude`` / ``insert``: CuPy array operations (stable sort,
   binary searches, scatters); no custom kernel.
@@ -333,6 +334,14 @@ def _mask_block(indptr, indices, r0, r1, n_cols, S):
 def topk_cosine(A, B, k, indptr, indices, block_rows):
     """The ``k`` absent pairs with the largest ``|cos(B[row], A[col])|``; see the contract.
 
+    :func:`topk_abs_product` of the unit-normalised rows.
+    """
+    return topk_abs_product(normalize_rows(A), normalize_rows(B), k, indptr, indices, block_rows)
+
+
+def topk_abs_product(A, B, k, indptr, indices, block_rows):
+    """The ``k`` absent pairs with the largest ``|B[row] . A[col]|``; see the contract.
+
     Blocks of ``block_rows`` rows of scores are formed by cuBLAS, the stored
     connections masked to -1, and merged into a running top-k.
     """
@@ -342,13 +351,12 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     if k > 0 and n_out and n_in:
         if indptr.dtype != indices.dtype:
             indptr = indptr.astype(indices.dtype)
-        An, Bn = normalize_rows(A), normalize_rows(B)
         block_rows = max(1, min(int(block_rows), n_out))
         buf = cp.empty((block_rows, n_in), dtype=A.dtype)
         for r0 in range(0, n_out, block_rows):
             r1 = min(r0 + block_rows, n_out)
             S = buf[: r1 - r0]
-            cp.matmul(Bn[r0:r1], An.T, out=S)
+            cp.matmul(B[r0:r1], A.T, out=S)
             cp.abs(S, out=S)
             _mask_block(indptr, indices, r0, r1, n_in, S)
             top.push(S.ravel(), r0 * n_in)

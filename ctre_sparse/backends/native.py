@@ -41,7 +41,8 @@ NAME = "native"
 logger = logging.getLogger(__name__)
 
 __all__ = ["unavailable_reason", "load", "spmm", "spmm_t", "sddmm", "cosine_pairs",
-           "topk_cosine", "prune_magnitude", "insert", "gather_columns", "bias_activation",
+           "topk_cosine", "topk_abs_product", "prune_magnitude", "insert", "gather_columns",
+           "bias_activation",
            "activation_backward", "sgd_update", "get_num_threads", "set_num_threads", "isa",
            "extension"]
 
@@ -137,10 +138,15 @@ def cosine_pairs(A, B, rows, cols, out):
 
 
 def topk_cosine(A, B, k, indptr, indices, block_rows):
-    """Exact top-k absent pairs: BLAS blocks of scores, native mask + streaming selection.
+    """Exact top-k absent pairs by ``|cos|``: :func:`topk_abs_product` of the unit rows."""
+    return topk_abs_product(normalize_rows(A), normalize_rows(B), k, indptr, indices, block_rows)
 
-    Each block is the reference's own product of the unit-normalised rows, so
-    the scores are identical; the extension's ``topk_block`` masks the pattern
+
+def topk_abs_product(A, B, k, indptr, indices, block_rows):
+    """Exact top-k absent pairs by ``|B[row] . A[col]|``: BLAS blocks, native mask + selection.
+
+    Each block is the reference's own product (bit for bit), so the scores are
+    identical; the extension's ``topk_block`` masks the pattern
     (NaN), keeps the entries above the running k-th score and merges them with
     the order (score descending, then ``row * n_in + col`` ascending). The
     running top stays unsorted between blocks (only its k-th score matters
@@ -151,11 +157,10 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     keys = np.zeros(0, dtype=np.int64)
     scores = np.zeros(0, dtype=A.dtype)
     if k > 0 and n_out > 0 and n_in > 0:
-        An, Bn = normalize_rows(A), normalize_rows(B)
-        AnT = An.T
+        AT = A.T
         for r0 in range(0, n_out, block_rows):
             r1 = min(r0 + block_rows, n_out)
-            S = np.ascontiguousarray(Bn[r0:r1] @ AnT)  # the reference's product, bit for bit
+            S = np.ascontiguousarray(B[r0:r1] @ AT)  # the reference's product, bit for bit
             keys, scores = _native.topk_block(S, r0, indptr, indices, k, keys, scores,
                                               sort=False)
         order = np.lexsort((keys, -scores))  # score descending, then key ascending

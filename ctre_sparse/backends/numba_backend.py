@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 NAME = "numba"
 
 __all__ = ["NAME", "unavailable_reason", "get_num_threads", "spmm", "spmm_t", "sddmm",
-           "cosine_pairs", "topk_cosine", "prune_magnitude", "insert", "gather_columns",
+           "cosine_pairs", "topk_cosine", "topk_abs_product", "prune_magnitude", "insert",
+           "gather_columns",
            "bias_activation", "activation_backward", "sgd_update"]
 
 
@@ -102,8 +103,17 @@ def cosine_pairs(A, B, rows, cols, out):
 def topk_cosine(A, B, k, indptr, indices, block_rows):
     """The ``k`` best absent pairs by ``|cos(B[row], A[col])|``; exact, as the reference.
 
-    The score blocks are the reference's own products (same normalisation,
-    same blocks, NumPy BLAS), so the scores agree bitwise; masking of existing
+    :func:`topk_abs_product` of the unit-normalised rows (the reference's
+    normalisation).
+    """
+    return topk_abs_product(normalize_rows(A), normalize_rows(B), k, indptr, indices, block_rows)
+
+
+def topk_abs_product(A, B, k, indptr, indices, block_rows):
+    """The ``k`` best absent pairs by ``|B[row] . A[col]|``; exact, as the reference.
+
+    The score blocks are the reference's own products (same blocks, NumPy
+    BLAS), so the scores agree bitwise; masking of existing
     connections and the streaming top-k run in a numba kernel: one buffer per
     thread-chunk of rows, cut back to its best ``k`` whenever it fills
     (O(n_out * n_in) amortized), merged at the end with the reference's tie rule
@@ -118,8 +128,7 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     cap = min(int(k), max(0, n_out * n_in - int(indices.shape[0])))  # at most the absent pairs
     if cap <= 0:
         return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, A.dtype))
-    An, Bn = normalize_rows(A), normalize_rows(B)
-    AnT = An.T
+    AT = A.T
     indptr, indices = _ro(_i64(indptr), _i64(indices))
     block_rows = max(1, int(block_rows))
     n_chunks = max(1, min(get_num_threads(), n_out))
@@ -128,7 +137,7 @@ def topk_cosine(A, B, k, indptr, indices, block_rows):
     thr = np.full(n_chunks, -1.0, dtype=A.dtype)
     for r0 in range(0, n_out, block_rows):
         r1 = min(r0 + block_rows, n_out)
-        S = np.ascontiguousarray(Bn[r0:r1] @ AnT)
+        S = np.ascontiguousarray(B[r0:r1] @ AT)
         _k.topk_block(S, r0, indptr, indices, bs, bk, counts, thr, cap)
     _k.topk_finish(bs, bk, counts, cap)
     scores = np.concatenate([bs[c, :counts[c]] for c in range(n_chunks)])

@@ -20,6 +20,11 @@ Kernel contract (shared by every backend; ``I`` = index dtype, ``F`` = value dty
     ``indptr[n_out+1], indices[nnz]``. Returns ``(rows:int64, cols:int64, scores:F)``,
     at most ``k`` absent pairs with the largest ``|cos(B[row], A[col])|``, ordered by
     score descending, ties by ``(row, col)`` ascending. Memory O(block_rows * n_in + k).
+``topk_abs_product(A, B, k, indptr, indices, block_rows)``
+    As ``topk_cosine`` with the score ``|dot(B[row], A[col])|`` (no normalisation):
+    with ``B`` the loss gradient at a layer's outputs and ``A`` its inputs, the
+    absent weights with the largest gradient magnitude (RigL's growth criterion).
+    ``topk_cosine`` is this op on the unit-normalised rows.
 ``prune_magnitude(indptr, indices, data, n_remove)``
     Returns the sorted positions (int64) of the entries kept after removing the
     ``n_remove`` smallest ``|data|``; ties removed lowest position first. O(nnz log nnz).
@@ -111,13 +116,17 @@ def normalize_rows(M):
 
 
 def topk_cosine(A, B, k, indptr, indices, block_rows):
+    """The ``k`` best absent pairs by ``|cos|``: :func:`topk_abs_product` of the unit rows."""
+    return topk_abs_product(normalize_rows(A), normalize_rows(B), k, indptr, indices, block_rows)
+
+
+def topk_abs_product(A, B, k, indptr, indices, block_rows):
     """The ``k`` best absent pairs: blocks of dense products, a streaming top-k (contract above)."""
-    An, Bn = normalize_rows(A), normalize_rows(B)
     n_out, n_in = B.shape[0], A.shape[0]
     top = _TopK(k, A.dtype)
     for r0 in range(0, n_out, block_rows):
         r1 = min(r0 + block_rows, n_out)
-        S = np.abs(Bn[r0:r1] @ An.T)
+        S = np.abs(B[r0:r1] @ A.T)
         mask_block(S, r0, r1, indptr, indices)
         top.push(S.ravel(), r0 * n_in)
     keys, scores = top.result()

@@ -294,17 +294,25 @@ class SparseMLP(PicklesArrayModule):
             On the GPU a 0-d CuPy array instead, so that no batch waits for
             the device (``float(loss)`` reads it).
         """
+        return self._backward(y, n_total, self._buffers)
+
+    def _backward(self, y, n_total, buffers, output_grads=None):
+        """:meth:`backward` in ``buffers``; slot ``i`` of ``output_grads`` (a list of
+        ``n_layers``), when given, receives the loss gradient at layer ``i``'s output
+        before its activation, ``(n_out_i, batch)`` (a buffer, valid until the next pass)."""
         if self._cache is None:
             raise RuntimeError("backward() needs a preceding forward(X, training=True)")
         inputs, Zs, As, masks, P, lse = self._cache
         self._cache = None
-        xp, buffers = self.xp, self._buffers
+        xp = self.xp
         y = xp.asarray(y)  # host labels on a GPU model: one small copy
         losses = lse - Zs[-1][y, xp.arange(P.shape[1])]
         loss = host_scalar(xp.mean(losses) if n_total is None else xp.sum(losses) / n_total)
         G = cross_entropy_grad(P, y, out=buffers.get(("G", self.n_layers - 1), P.shape), xp=xp,
                                n_total=n_total)
         for i in range(self.n_layers - 1, 0, -1):
+            if output_grads is not None:
+                output_grads[i] = G
             dH = self.layers[i].backward(G, inputs[i], out=buffers.get(("dH", i),
                                                                         inputs[i].shape))
             if masks:
@@ -312,6 +320,8 @@ class SparseMLP(PicklesArrayModule):
             act = self.hidden_activations[i - 1]
             work = buffers.get(("W", i), dH.shape) if act.needs_work else None
             G = act.backward(Zs[i - 1], As[i - 1], dH, work=work, backend=self.backend)
+        if output_grads is not None:
+            output_grads[0] = G
         self.layers[0].backward(G, inputs[0], need_dX=False)
         return loss
 
@@ -357,6 +367,66 @@ class SparseMLP(PicklesArrayModule):
                 acts[i + 1][:, s:e] = A
             acts[-1][:, s:e] = P
         return acts
+
+    def loss_gradients(self, X, y, *, rng=None, batch_size=1024, buffers=None):
+        """Every layer's input and the loss gradient at its output, over the columns of ``X``.
+
+        What gradient-based growth scores absent connections by: the gradient
+        of the mean cross-entropy over the ``n`` samples with respect to a
+        weight ``W_l[j, i]``, present or not, is ``G_l[j, :] . H_l[i, :]``.
+        Computed ``batch_size`` columns at a time (a training forward pass,
+        with dropout when the model has it, and a backward pass, which also
+        overwrites the layers' ``grad_W`` / ``grad_b``), so the temporaries
+        stay small.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_in, n)
+            Any memory order (NumPy input is copied to a GPU model's device).
+        y : int ndarray, shape (n,)
+            Class codes.
+        rng : Generator, optional
+            For dropout (required when ``dropout > 0``; a CuPy generator for a
+            model on the GPU).
+        batch_size : int, default 1024
+        buffers : ForwardBuffers, optional
+            As in :meth:`activations`.
+
+        Returns
+        -------
+        inputs : list of ndarray
+            ``H_l``, shape ``(n_in_l, n)``: the raw input for layer 0.
+        grads : list of ndarray
+            ``G_l = dL / dZ_l``, shape ``(n_out_l, n)``, with ``L`` the mean
+            loss over the ``n`` samples.
+        """
+        self._check_input(X, contiguous=False)
+        if buffers is None:
+            buffers = self._buffers
+        elif not buffers.fits(self):
+            raise ValueError("buffers are for another device or dtype; use model.new_buffers()")
+        if self.dropout > 0 and rng is None:
+            raise ValueError("loss_gradients with dropout needs rng")
+        X = self._to_model(X)
+        xp = self.xp
+        n = X.shape[1]
+        y = xp.asarray(y)
+        if y.shape != (n,):
+            raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+        sizes = self.layer_sizes
+        inputs = [X] + [xp.empty((s, n), dtype=self.dtype) for s in sizes[1:-1]]
+        grads = [xp.empty((s, n), dtype=self.dtype) for s in sizes[1:]]
+        slots = [None] * self.n_layers
+        for s in range(0, n, max(1, int(batch_size))):
+            e = min(n, s + max(1, int(batch_size)))
+            self._forward(X if e - s == n else xp.ascontiguousarray(X[:, s:e]), buffers,
+                          training=True, rng=rng)
+            for i in range(1, self.n_layers):
+                inputs[i][:, s:e] = self._cache[0][i]
+            self._backward(y[s:e], n, buffers, output_grads=slots)  # the chunk's part of the mean
+            for i, G in enumerate(slots):
+                grads[i][:, s:e] = G
+        return inputs, grads
 
     def predict_proba(self, X, batch_size=1024):
         """Probabilities for every column of ``X``, shape ``(n_classes, n_samples)``.

@@ -11,7 +11,63 @@ from ..training_ops import sgd_update
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "WarmupCosine"]
+
+
+class WarmupCosine:
+    """Learning-rate schedule: linear warm-up, then cosine decay (a ``SGD`` ``schedule``).
+
+    For epoch ``e`` (0-based) of ``epochs``: ``lr * (e + 1) / (warmup + 1)``
+    during the first ``warmup`` epochs, then
+    ``lr * (f + (1 - f) * (1 + cos(pi * t)) / 2)`` with
+    ``t = (e - warmup) / (epochs - warmup)`` and ``f = final_fraction``, so
+    the rate falls from ``lr`` towards ``f * lr`` over the remaining epochs
+    (Loshchilov & Hutter 2017, without restarts). Past ``epochs`` (training
+    continued by ``partial_fit``) it stays at ``f * lr``, or at the last
+    epoch's rate when ``f`` is 0.
+
+    Parameters
+    ----------
+    learning_rate : float
+        The peak rate.
+    epochs : int
+        Length of the schedule (the run's epochs).
+    warmup : int, default 0
+        Epochs of linear warm-up.
+    final_fraction : float, default 0.0
+
+    Examples
+    --------
+    >>> s = WarmupCosine(0.1, epochs=10, warmup=2)
+    >>> [round(s(e), 4) for e in (0, 1, 2, 6, 9)]
+    [0.0333, 0.0667, 0.1, 0.05, 0.0038]
+    """
+
+    def __init__(self, learning_rate, epochs, warmup=0, final_fraction=0.0):
+        if not float(learning_rate) > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if int(epochs) < 1 or not 0 <= int(warmup) < int(epochs):
+            raise ValueError(f"need epochs >= 1 and 0 <= warmup < epochs, got epochs={epochs!r}, "
+                             f"warmup={warmup!r}")
+        if not 0.0 <= float(final_fraction) <= 1.0:
+            raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction!r}")
+        self.learning_rate = float(learning_rate)
+        self.epochs = int(epochs)
+        self.warmup = int(warmup)
+        self.final_fraction = float(final_fraction)
+
+    def __call__(self, epoch):
+        e = int(epoch)
+        if e < self.warmup:
+            return self.learning_rate * (e + 1) / (self.warmup + 1)
+        e = min(e, self.epochs - 1)
+        t = (e - self.warmup) / (self.epochs - self.warmup)
+        f = self.final_fraction
+        return self.learning_rate * (f + (1.0 - f) * 0.5 * (1.0 + float(np.cos(np.pi * t))))
+
+    def __repr__(self):
+        return (f"WarmupCosine(learning_rate={self.learning_rate}, epochs={self.epochs}, "
+                f"warmup={self.warmup}, final_fraction={self.final_fraction})")
 
 
 class SGD(PicklesArrayModule):

@@ -19,6 +19,12 @@ weights and the optimizer remap are the updater's job
 ``"ctre_sim"`` (Atashgahi et al. 2022)
     Cosine picks; a pick that re-adds a connection pruned in this same step
     is replaced by a random absent connection.
+``"rigl"`` (Evci et al. 2020)
+    The ``n`` absent connections with the largest gradient magnitude
+    ``|G X^T|`` (G: the loss gradient at the layer's outputs, X: its inputs,
+    over a sample subset), by :func:`~ctre_sparse.ops.topk_abs_product`: the
+    same blocked streaming top-k as exact cosine growth, never the dense
+    gradient.
 ``"static"``
     No pruning, no growth: the initial topology stays.
 """
@@ -36,7 +42,8 @@ from ..device import array_module, to_host
 logger = logging.getLogger(__name__)
 
 __all__ = ["GrowthContext", "GrowthStrategy", "RandomGrowth", "CosineGrowth", "CTRESeqGrowth",
-           "CTRESimGrowth", "StaticGrowth", "GROWTH_STRATEGIES", "get_growth", "sample_absent",
+           "CTRESimGrowth", "RigLGrowth", "StaticGrowth", "GROWTH_STRATEGIES", "get_growth",
+           "sample_absent",
            "pattern_keys"]
 
 
@@ -177,6 +184,10 @@ class GrowthContext:
         Input-side activations (layer l-1's output; the raw input for layer 0).
     A_out : ndarray, shape (n_out, S) or None
         Output-side activations (layer l's output; softmax for the last layer).
+    G_out : ndarray, shape (n_out, S) or None
+        Gradient of the loss at layer l's outputs (before the activation),
+        over the samples of ``A_in``; given to strategies that
+        :attr:`~GrowthStrategy.needs_gradients` (then ``A_out`` is None).
     backend : str
     block_bytes : int
         Memory budget of one block in :func:`~ctre_sparse.ops.topk_cosine`.
@@ -204,6 +215,7 @@ class GrowthContext:
     removed_cols: np.ndarray
     A_in: object = None
     A_out: object = None
+    G_out: object = None
     backend: str = "auto"
     block_bytes: int = ops.TOPK_BLOCK_BYTES
     cosine_approx_dim: int = None
@@ -224,6 +236,11 @@ class GrowthStrategy:
         """Whether :meth:`choose` uses ``ctx.A_in`` / ``ctx.A_out`` at the next update."""
         return False
 
+    @property
+    def needs_gradients(self):
+        """Whether :meth:`choose` uses ``ctx.A_in`` / ``ctx.G_out`` (wins over activations)."""
+        return False
+
     def observe(self, monitor):
         """Record the monitored (validation) accuracy of the epoch just finished."""
 
@@ -234,7 +251,8 @@ class GrowthStrategy:
         -------
         rows, cols : int64 ndarrays, shape (n,)
         n_cosine : int
-            How many of them were chosen by cosine similarity (the rest at random).
+            How many of them were chosen by score (cosine similarity, or the
+            gradient for ``"rigl"``); the rest were drawn at random.
         """
         raise NotImplementedError
 
@@ -398,6 +416,35 @@ class CTRESimGrowth(CosineGrowth):
                 xp.concatenate([cols[keep], xp.asarray(r_cols)]), n_keep)
 
 
+class RigLGrowth(GrowthStrategy):
+    """RigL: the absent connections with the largest loss-gradient magnitude.
+
+    The gradient of the loss with respect to an absent weight ``W[j, i]``
+    (value 0) is ``G[j, :] . X[i, :]`` summed over the samples; the ``n``
+    largest ``|.|`` among the absent pairs come from
+    :func:`~ctre_sparse.ops.topk_abs_product`, in memory O(block + n). A
+    just-pruned connection may be picked again (as in RigL, where the grow
+    scores cover every connection inactive after the drop). Exact in every
+    ``cosine_mode`` (the mode is for the cosine strategies only).
+    """
+
+    name = "rigl"
+
+    @property
+    def needs_gradients(self):
+        """Always: the picks are scored on the loss gradients."""
+        return True
+
+    def choose(self, ctx, n, rng):
+        """The ``n`` absent pairs with the largest ``|G_out[row] . A_in[col]|``."""
+        if ctx.A_in is None or ctx.G_out is None:
+            raise ValueError(f"growth {self.name!r} needs the layer inputs A_in and the "
+                             "output gradients G_out")
+        rows, cols, _ = ops.topk_abs_product(ctx.A_in, ctx.G_out, n, exclude=ctx.W,
+                                             block_bytes=ctx.block_bytes, backend=ctx.backend)
+        return rows.astype(np.int64), cols.astype(np.int64), int(rows.shape[0])
+
+
 class StaticGrowth(GrowthStrategy):
     """No topology change at all (a static sparse network)."""
 
@@ -410,7 +457,8 @@ class StaticGrowth(GrowthStrategy):
 
 
 GROWTH_STRATEGIES = {cls.name: cls for cls in
-                     (RandomGrowth, CosineGrowth, CTRESeqGrowth, CTRESimGrowth, StaticGrowth)}
+                     (RandomGrowth, CosineGrowth, CTRESeqGrowth, CTRESimGrowth, RigLGrowth,
+                      StaticGrowth)}
 
 
 def get_growth(name, *, patience=40):
@@ -418,7 +466,7 @@ def get_growth(name, *, patience=40):
 
     Parameters
     ----------
-    name : {"random", "set", "cosine", "ctre_seq", "ctre_sim", "static"} or GrowthStrategy
+    name : {"random", "set", "cosine", "ctre_seq", "ctre_sim", "rigl", "static"} or GrowthStrategy
         ``"set"`` is an alias of ``"random"``.
     patience : int, default 40
         Only for ``"ctre_seq"``.

@@ -11,12 +11,16 @@ from .. import ops
 from .._random import check_random_state
 from ..backends import get_backend
 from ..checks import check_int
-from ..device import array_module
+from ..device import array_module, dropout_generator, to_host
+from ..nn.init import fan_in_bounds
 from .growth import GrowthContext, get_growth
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TopologyUpdater"]
+__all__ = ["TopologyUpdater", "GROW_INITS"]
+
+#: How regrown connections get their weights (see :class:`TopologyUpdater`).
+GROW_INITS = ("he", "he_sparse", "zeros", "kept", "threshold")
 
 #: Most samples per forward chunk of the activation pass (chunks are made equal,
 #: so that they share one set of buffers: 2,000 samples go as 4 x 500). Measured
@@ -51,8 +55,8 @@ class TopologyUpdater:
 
     Per layer: :func:`~ctre_sparse.ops.prune_magnitude` removes
     ``floor(zeta * nnz)`` connections with the smallest ``|w|``; the growth
-    strategy chooses as many absent connections; they get weights drawn from
-    ``U(-sqrt(6 / n_in), +sqrt(6 / n_in))`` and momentum 0
+    strategy chooses as many absent connections; they get weights by the
+    ``grow_init`` rule and momentum 0
     (:meth:`~ctre_sparse.nn.optim.SGD.remap`); :func:`~ctre_sparse.ops.insert`
     merges them, so the layer's number of connections is unchanged and its
     cached transpose is rebuilt on next use.
@@ -64,8 +68,9 @@ class TopologyUpdater:
     growth : str or GrowthStrategy, default "random"
         See :func:`~ctre_sparse.topology.growth.get_growth`.
     cosine_samples : int, default 1000
-        Training samples whose activations feed cosine growth (a random
-        subset drawn from the update's ``rng``; all samples when fewer).
+        Training samples whose activations (cosine growth) or loss gradients
+        (``"rigl"``) score the candidates (a random subset drawn from the
+        update's ``rng``; all samples when fewer).
     patience : int, default 40
         For ``growth="ctre_seq"``.
     block_bytes : int, optional
@@ -101,6 +106,16 @@ class TopologyUpdater:
         samples). Every layer's choice is in the stats (``cosine_modes``).
         Networks whose layers stay exact under "auto" (width 1000 with 2,000
         samples, for example) run bit-identically to "exact".
+    grow_init : {"he", "he_sparse", "zeros", "kept", "threshold"}, default "he"
+        Weights of the regrown connections. ``"he"``: ``U(+-sqrt(6 / n_in))``,
+        the dense layer's He bound (the CTRE and SET papers); ``"he_sparse"``:
+        ``U(+-sqrt(6 / k))`` with ``k`` the real fan-in of the connection's
+        output neuron after the update (:func:`~ctre_sparse.nn.init.fan_in_bounds`);
+        ``"zeros"``: 0 (RigL's choice); ``"kept"``: magnitudes drawn from the
+        layer's connections that survived pruning, random signs;
+        ``"threshold"``: ``U(+-t)`` with ``t`` the largest magnitude pruned in
+        this update, so a new connection starts no stronger than the weakest
+        survivor and no weaker than what was just judged useless.
 
     Examples
     --------
@@ -117,7 +132,7 @@ class TopologyUpdater:
     def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=40,
                  block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto", cosine_approx_dim=None,
                  cosine_approx_oversample=4, cosine_approx_min_pairs=4096 * 4096,
-                 cosine_mode="auto"):
+                 cosine_mode="auto", grow_init="he"):
         if not 0.0 <= float(zeta) < 1.0:
             raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
         if int(cosine_samples) < 1:
@@ -131,6 +146,9 @@ class TopologyUpdater:
         if cosine_mode not in COSINE_MODES:
             raise ValueError(f"cosine_mode must be one of {COSINE_MODES}, got {cosine_mode!r}")
         self.cosine_mode = cosine_mode
+        if grow_init not in GROW_INITS:
+            raise ValueError(f"grow_init must be one of {GROW_INITS}, got {grow_init!r}")
+        self.grow_init = grow_init
         if backend != "auto":
             get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.zeta = float(zeta)
@@ -156,16 +174,47 @@ class TopologyUpdater:
         per_sample = sum(model.layer_sizes) * np.dtype(model.dtype).itemsize
         return min(self.cosine_samples, max(AUTO_MIN_SAMPLES, AUTO_ACTIVATION_BYTES // per_sample))
 
-    def _sample_activations(self, model, X, rng):
+    def _subset(self, model, X, y, rng):
+        """At most :meth:`_samples` columns of ``X`` (and entries of ``y``), drawn from ``rng``."""
         n = X.shape[1]
         xp = array_module(X)
         n_samples = self._samples(model)
         if n > n_samples:
-            idx = np.sort(rng.choice(n, size=n_samples, replace=False))
-            X = X[:, xp.asarray(idx)]
-        return self._activations(model, xp.ascontiguousarray(X))
+            idx = xp.asarray(np.sort(rng.choice(n, size=n_samples, replace=False)))
+            X = X[:, idx]
+            y = None if y is None else y[idx if array_module(y) is xp else to_host(idx)]
+        return xp.ascontiguousarray(X), y
+
+    def _sample_activations(self, model, X, y, rng):
+        """Per layer ``(A_in, A_out, G_out)`` for the growth strategy, or None if it needs none.
+
+        Cosine growth gets the activations of the sample subset (``A_out``
+        of layer ``l`` is ``A_in`` of layer ``l + 1``); gradient growth the
+        layers' inputs and the loss gradient at their outputs
+        (:meth:`~ctre_sparse.nn.SparseMLP.loss_gradients`), both of size
+        (neurons x samples), never (n_out x n_in).
+        """
+        growth = self.growth
+        if growth.needs_gradients:
+            if y is None:
+                raise ValueError(f"growth {growth.name!r} needs the labels: update(model, X, y)")
+            X, y = self._subset(model, X, y, rng)
+            drop_rng = dropout_generator(rng, model.xp, needed=model.dropout > 0)
+            inputs, grads = self._own_buffers(
+                model, X.shape[1], lambda chunk, buffers: model.loss_gradients(
+                    X, y, rng=drop_rng, batch_size=chunk, buffers=buffers))
+            return [(inputs[i], None, grads[i]) for i in range(model.n_layers)]
+        if growth.needs_activations:
+            acts = self._activations(model, self._subset(model, X, None, rng)[0])
+            return [(acts[i], acts[i + 1], None) for i in range(model.n_layers)]
+        return None
 
     def _activations(self, model, X):
+        """``model.activations(X)`` in the updater's own buffers (:meth:`_own_buffers`)."""
+        return self._own_buffers(model, X.shape[1], lambda chunk, buffers: model.activations(
+            X, batch_size=chunk, buffers=buffers))
+
+    def _own_buffers(self, model, n, compute):
         """``model.activations(X)`` in forward buffers of the updater's own.
 
         The activation pass runs on ``cosine_samples`` columns in equal chunks
@@ -182,7 +231,6 @@ class TopologyUpdater:
         values are the same either way (every backend computes a sample's
         forward pass independently of the chunk it is in; tested).
         """
-        n = X.shape[1]
         per_sample = 2 * sum(model.layer_sizes[1:]) * np.dtype(model.dtype).itemsize
         most = max(1, min(ACTIVATION_CHUNK, ACTIVATION_CHUNK_BYTES // per_sample))
         chunk = max(1, -(-n // max(1, -(-n // most))))  # equal chunks, one shape
@@ -191,12 +239,12 @@ class TopologyUpdater:
             buffers = cached[1]
         else:
             buffers = model.new_buffers()
-        acts = model.activations(X, batch_size=chunk, buffers=buffers)
+        out = compute(chunk, buffers)
         kept = buffers.nbytes <= ACTIVATION_WS_CACHE_BYTES
         self._act_buffers = (weakref.ref(model), buffers) if kept else None
-        return acts
+        return out
 
-    def update(self, model, X, *, optimizer=None, val_accuracy=None, rng=None,
+    def update(self, model, X, y=None, *, optimizer=None, val_accuracy=None, rng=None,
                communicator=None):
         """Prune and regrow every layer of ``model`` in place.
 
@@ -205,7 +253,10 @@ class TopologyUpdater:
         model : SparseMLP
         X : ndarray, shape (n_features, n_samples)
             Training data (C or F order; NumPy, or CuPy for a model on the
-            GPU); cosine growth uses up to ``cosine_samples`` of its columns.
+            GPU); cosine and gradient growth use up to ``cosine_samples`` of
+            its columns.
+        y : int ndarray, shape (n_samples,), optional
+            Class codes of ``X``; needed by gradient growth (``"rigl"``) only.
         optimizer : SGD, optional
             Its momentum is remapped (new connections start at 0).
         val_accuracy : float, optional
@@ -235,8 +286,9 @@ class TopologyUpdater:
             self.observe(val_accuracy)
         layer_stats = []
         if self.growth.prunes and self.zeta > 0:
-            acts = (self._sample_activations(model, X, rng)
-                    if self.growth.needs_activations else None)
+            if communicator is not None and self.growth.needs_gradients:
+                raise ValueError(f"growth {self.growth.name!r} does not run data-parallel")
+            acts = self._sample_activations(model, X, y, rng)
             split = {} if communicator is None else {"topk": communicator.topk_cosine}
             for i, layer in enumerate(model.layers):
                 layer_stats.append(self._update_layer(i, layer, acts, optimizer, rng, **split))
@@ -256,14 +308,15 @@ class TopologyUpdater:
         pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
         W.invalidate_cache()  # its transpose and row indices (12 bytes per connection) are stale
         n = int(pruned.removed_rows.shape[0])
-        mode = None if acts is None else self._layer_mode(W, acts[i].shape[1])
+        scored = acts is not None and not self.growth.needs_gradients
+        mode = self._layer_mode(W, acts[i][0].shape[1]) if scored else None
         if n == 0:
             return {"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": W.nnz,
                     "cosine_mode": None}
+        A_in, A_out, G_out = acts[i] if acts is not None else (None, None, None)
         ctx = GrowthContext(i, pruned.matrix, pruned.removed_rows, pruned.removed_cols,
-                            acts[i] if acts is not None else None,
-                            acts[i + 1] if acts is not None else None,
-                            backend=self.backend, block_bytes=self.block_bytes,
+                            A_in, A_out, G_out=G_out, backend=self.backend,
+                            block_bytes=self.block_bytes,
                             cosine_approx_dim=self.cosine_approx_dim,
                             cosine_approx_oversample=self.cosine_approx_oversample,
                             cosine_mode=mode or "exact", topk_cosine=topk)
@@ -271,8 +324,7 @@ class TopologyUpdater:
         if rows.shape[0] != n:
             raise RuntimeError(f"growth {self.growth.name!r} gave {rows.shape[0]} connections "
                                f"for layer {i}, expected {n}")
-        bound = np.sqrt(6.0 / W.n_in)
-        values = rng.uniform(-bound, bound, n).astype(W.dtype)
+        values = self._new_values(W, pruned, rows, n, rng)
         xp = W.xp  # random picks and new values are drawn on the host: O(n) moves to a GPU
         rows, cols, values = xp.asarray(rows), xp.asarray(cols), xp.asarray(values)
         merged = ops.insert(pruned.matrix, rows, cols, values, backend=self.backend)
@@ -282,6 +334,31 @@ class TopologyUpdater:
                             merged.matrix.nnz)
         return {"n_pruned": n, "n_cosine": int(n_cosine), "n_random": n - int(n_cosine),
                 "nnz": merged.matrix.nnz, "cosine_mode": mode}
+
+    def _new_values(self, W, pruned, rows, n, rng):
+        """Weights of the ``n`` regrown connections (rows ``rows``) by ``grow_init``; host array."""
+        if self.grow_init == "he":
+            bound = np.sqrt(6.0 / W.n_in)
+            return rng.uniform(-bound, bound, n).astype(W.dtype)
+        if self.grow_init == "zeros":
+            return np.zeros(n, dtype=W.dtype)
+        if self.grow_init == "threshold":  # on the layer's device: O(nnz), one scalar back
+            xp = W.xp
+            removed = xp.ones(W.nnz, dtype=bool)
+            removed[pruned.kept] = False
+            t = float(xp.abs(W.data[removed]).max())  # n > 0 connections were removed
+            return rng.uniform(-t, t, n).astype(W.dtype)
+        if self.grow_init == "kept":
+            kept = pruned.matrix.data
+            if kept.shape[0] == 0:
+                return np.zeros(n, dtype=W.dtype)
+            pick = rng.integers(0, kept.shape[0], n)
+            mags = np.abs(to_host(kept[W.xp.asarray(pick)]))
+            return (mags * rng.choice(np.array([-1.0, 1.0]), n)).astype(W.dtype)
+        rows = to_host(rows).astype(np.int64)  # "he_sparse": the fan-in after the update
+        fan_in = np.diff(to_host(pruned.matrix.indptr)).astype(np.int64)
+        fan_in += np.bincount(rows, minlength=W.n_out)
+        return (rng.uniform(-1.0, 1.0, n) * fan_in_bounds(fan_in)[rows]).astype(W.dtype)
 
     def _layer_mode(self, W, n_samples):
         """How layer ``W``'s cosine picks are found over ``n_samples`` samples (class docstring)."""
@@ -295,16 +372,21 @@ class TopologyUpdater:
     def state_dict(self):
         """JSON-able state: ``zeta``, ``cosine_samples`` and ``growth`` (the strategy's state)."""
         return {"zeta": self.zeta, "cosine_samples": self.cosine_samples,
-                "growth": self.growth.state_dict()}
+                "grow_init": self.grow_init, "growth": self.growth.state_dict()}
 
     def load_state_dict(self, d):
         """Restore :meth:`state_dict` (the strategy must have the same name)."""
         self.zeta = float(d["zeta"])
         self.cosine_samples = int(d["cosine_samples"])
+        grow_init = d.get("grow_init", "he")  # files written before grow_init: "he"
+        if grow_init not in GROW_INITS:
+            raise ValueError(f"grow_init must be one of {GROW_INITS}, got {grow_init!r}")
+        self.grow_init = grow_init
         self.growth.load_state_dict(d["growth"])
 
     def __repr__(self):
         mode = "" if self.cosine_mode == "auto" else f", cosine_mode={self.cosine_mode!r}"
+        mode += "" if self.grow_init == "he" else f", grow_init={self.grow_init!r}"
         approx = ("" if self.cosine_approx_dim is None else
                   f", cosine_approx_dim={self.cosine_approx_dim}, cosine_approx_oversample="
                   f"{self.cosine_approx_oversample}, cosine_approx_min_pairs="
