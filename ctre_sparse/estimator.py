@@ -70,7 +70,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     zeta : float in [0, 1), default 0.2
         Fraction of each layer's connections pruned (smallest ``|w|``) and
         regrown after every epoch.
-    growth : {"ctre_sim", "ctre_seq", "cosine", "rigl", "random", "static"}, default "ctre_sim"
+    growth : {"ctre_seq", "ctre_sim", "cosine", "rigl", "random", "static"}, default "ctre_seq"
         How regrown connections are chosen: ``"random"`` is SET; ``"cosine"``
         the absent pairs of neurons whose activations have the largest
         absolute cosine similarity; ``"ctre_seq"`` cosine until validation
@@ -232,7 +232,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), *, epsilon=1.0, density=None,
-                 zeta=0.2, growth="ctre_sim", activation="relu", learning_rate=None,
+                 zeta=0.2, growth="ctre_seq", activation="relu", learning_rate=None,
                  momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, cosine_mode="auto",

@@ -29,6 +29,9 @@ from ctre_sparse import CTREClassifier
 PARAMS = dict(hidden_layer_sizes=(24, 24), epsilon=3, zeta=0.3, growth="ctre_sim",
               learning_rate=0.05, batch_size=77, max_epochs=5, validation_fraction=0.1,
               random_state=3)
+#: The resume runs stop after 3 epochs of a max_epochs=3 run and resume to 5: the same as a
+#: 5-epoch run only at a constant rate (the default schedule spans max_epochs).
+RESUME_PARAMS = {**PARAMS, "lr_schedule": "constant"}
 
 
 def data(n=600, d=16, classes=4, seed=0):
@@ -66,10 +69,10 @@ def job_train(out):
         partial.partial_fit(X, y, classes=np.unique(y))
     partial.save(out / "partial.npz")
     # resume with 2 ranks what one process started (tests/test_mpi.py wrote it)
-    CTREClassifier(distributed="mpi", **{**PARAMS, "dtype": np.float64}).fit(
+    CTREClassifier(distributed="mpi", **{**RESUME_PARAMS, "dtype": np.float64}).fit(
         X, y, resume=out / "single3" / "checkpoint.npz").save(out / "resumed_from_1.npz")
     # 3 epochs with 2 ranks, for one process to resume
-    CTREClassifier(distributed="mpi", **{**PARAMS, "dtype": np.float64, "max_epochs": 3},
+    CTREClassifier(distributed="mpi", **{**RESUME_PARAMS, "dtype": np.float64, "max_epochs": 3},
                    checkpoint_dir=out / "mpi3").fit(X, y)
     errors = {"batch": _expect_error(lambda: _fit(out, "x", X, y, batch_size=1)),
               "param": _expect_error(lambda: _fit(out, "x", X, y, learning_rate=0.05 + rank))}
