@@ -40,18 +40,10 @@ import time
 from pathlib import Path
 
 
-def _limit_threads(argv):
-    """Apply ``--threads N`` before numpy and the kernels load their thread pools."""
-    for i, a in enumerate(argv):
-        if a.startswith("--threads"):
-            n = a.split("=", 1)[1] if "=" in a else (argv[i + 1] if i + 1 < len(argv) else "")
-            if n.isdigit():
-                for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                            "NUMBA_NUM_THREADS"):
-                    os.environ[var] = n
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root: `benchmarks`
+from benchmarks.threads import limit_threads_from_argv  # noqa: E402  (standard library only)
 
-
-_limit_threads(sys.argv[1:])
+limit_threads_from_argv(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the thread limits)
 
