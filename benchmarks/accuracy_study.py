@@ -47,6 +47,8 @@ limit_threads_from_argv(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the thread limits)
 
+from benchmarks.machine import short_commit  # noqa: E402
+
 HIDDEN = (1000, 1000, 1000)
 SPARSE_METHODS = ("cosine", "ctre_seq", "ctre_sim", "rigl", "random", "static")
 #: Ablations (not library strategies): see ablation_growth().
@@ -372,16 +374,6 @@ def read_results(path):
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-def git_commit():
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def configs(args):
     out = [(name, CONFIGS[name]) for name in args.config]
     if args.params:
@@ -393,7 +385,7 @@ def sweep(args):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {run_key(r) for r in read_results(out)}
-    commit = git_commit()
+    commit = short_commit()
     for dataset in args.datasets:
         data = load(dataset, args.data_dir, args.scaling)
         epochs = args.epochs or EPOCHS[dataset]

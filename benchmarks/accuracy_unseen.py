@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import warnings
@@ -29,6 +28,8 @@ from benchmarks.threads import limit_threads_from_argv  # noqa: E402  (standard 
 limit_threads_from_argv(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the thread limits)
+
+from benchmarks.machine import short_commit  # noqa: E402
 
 METHODS = ("ctre_seq", "ctre_sim", "random", "static", "rigl", "dense_mlp")
 HIDDEN = (1000, 1000, 1000)
@@ -65,14 +66,6 @@ def score(method, seed, Xtr, ytr, Xte, yte, epochs):
         return float(clf.fit(Xtr, ytr).score(Xte, yte))
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
@@ -83,7 +76,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from sklearn.model_selection import train_test_split
 
-    commit = _commit()
+    commit = short_commit()
     for name, (X, y) in datasets().items():
         Xtr, Xte, ytr, yte = train_test_split(X.astype(np.float32), y, test_size=0.3,
                                               stratify=y, random_state=0)

@@ -11,7 +11,7 @@ from ctre_sparse.machine import (cpu_model, cuda_info, isa_features, library_ver
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["machine_block", "code_version", "loadavg", "usable_cores", "cuda_info"]
+__all__ = ["machine_block", "code_version", "short_commit", "loadavg", "usable_cores", "cuda_info"]
 
 
 def loadavg():
@@ -68,3 +68,12 @@ def code_version():
         logger.debug("no git version: %s", exc)
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": sorted(line[3:] for line in status.splitlines())}
+
+
+def short_commit():
+    """The checkout's commit, abbreviated to 7 characters (None outside a git checkout).
+
+    Accuracy runs record it per run, since the library may change between runs.
+    """
+    commit = code_version()["commit"]
+    return None if commit is None else commit[:7]

@@ -49,6 +49,8 @@ limit_threads_from_argv(sys.argv[1:])
 
 import numpy as np  # noqa: E402  (after the thread limits)
 
+from benchmarks.machine import short_commit  # noqa: E402
+
 SPARSE_METHODS = ("ctre_sim", "ctre_seq", "cosine", "random", "static")
 METHODS = SPARSE_METHODS + ("dense_mlp",)
 HIDDEN = (1000, 1000, 1000)
@@ -342,20 +344,9 @@ def append_line(path, text):
         os.close(fd)
 
 
-def git_commit():
-    """The checkout's commit (runs record it: the library may change between runs)."""
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def sweep(args):
     data = load_data(args.data_dir)
-    commit = git_commit()
+    commit = short_commit()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cfg = config(args)
