@@ -16,9 +16,9 @@ __all__ = ["check_number", "hidden_sizes", "check_params", "params_json", "PRESE
 #: learning rate is at most :data:`RIGL_MAX_LR`.
 PRESETS = {
     "default": {"init": "he_sparse", "grow_init": "threshold", "learning_rate": "fan_in",
-                "lr_schedule": "cosine", "warmup_epochs": 5},
+                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3},
     "paper": {"init": "he", "grow_init": "he", "learning_rate": 0.01, "lr_schedule": "constant",
-              "warmup_epochs": 0},
+              "warmup_epochs": 0, "weight_decay": 1e-4},
 }
 #: Peak learning rate of the presets for ``growth="rigl"``: its gradient-chasing
 #: growth piles connections onto a few neurons and diverged at 0.3 (docs/accuracy.md).
@@ -77,7 +77,7 @@ def fan_in_learning_rate(sizes, epsilon=None, density=None):
 
 def resolved(est, sizes=None):
     """The preset-dependent settings of ``est``: ``init``, ``grow_init``, ``learning_rate``,
-    ``schedule``.
+    ``schedule``, ``weight_decay``.
 
     ``sizes`` (the layer sizes, inputs to classes) is needed only where the
     learning rate follows the network (:func:`fan_in_learning_rate`);
@@ -103,7 +103,8 @@ def resolved(est, sizes=None):
         warmup = min(int(cfg["warmup_epochs"]), int(est.max_epochs) - 1)
         schedule = WarmupCosine(float(lr), int(est.max_epochs), warmup)
     return {"init": cfg["init"], "grow_init": cfg["grow_init"],
-            "learning_rate": None if lr is None else float(lr), "schedule": schedule}
+            "learning_rate": None if lr is None else float(lr), "schedule": schedule,
+            "weight_decay": float(cfg["weight_decay"])}
 
 
 def _shown(value):
@@ -152,7 +153,8 @@ def check_params(est, growths, activations):
     if est.learning_rate is not None:
         check_number("learning_rate", est.learning_rate, 0, None, low_open=True)
     check_number("momentum", est.momentum, 0, 1)
-    check_number("weight_decay", est.weight_decay, 0, None)
+    if est.weight_decay is not None:
+        check_number("weight_decay", est.weight_decay, 0, None)
     check_number("batch_size", est.batch_size, 1, None, integer=True)
     check_number("max_epochs", est.max_epochs, 1, None, integer=True)
     check_number("validation_fraction", est.validation_fraction, 0, 1)

@@ -97,6 +97,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         learning_rate   0.4 / sqrt(k) <= 0.3 0.01
         lr_schedule     "cosine"             "constant"
         warmup_epochs   5                    0
+        weight_decay    1e-3                 1e-4
         ==============  ===================  ==================================
 
         ``k`` is the network's mean number of inputs per neuron (about
@@ -122,8 +123,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         Warm-up epochs of the ``"cosine"`` schedule. None: the preset's.
     momentum : float in [0, 1), default 0.9
     nesterov : bool, default True
-    weight_decay : float, default 1e-4
-        L2 penalty, applied to the existing connections only.
+    weight_decay : float, optional
+        L2 penalty, applied to the existing connections only. None: the
+        preset's (``"default"`` 1e-3, ``"paper"`` 1e-4).
     batch_size : int, default 100
         Capped at the number of training samples.
     max_epochs : int, default 100
@@ -233,7 +235,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, hidden_layer_sizes=(1000, 1000, 1000), *, epsilon=1.0, density=None,
                  zeta=0.2, growth="ctre_seq", activation="relu", learning_rate=None,
-                 momentum=0.9, nesterov=True, weight_decay=1e-4, batch_size=100,
+                 momentum=0.9, nesterov=True, weight_decay=None, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, cosine_mode="auto",
                  dropout=0.0, standardize=True, random_state=None, verbose=0, backend="auto",
@@ -364,7 +366,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         if self.device == "cuda":
             model.to_device("cuda")     # the Trainer moves the optimizer state along
         optimizer = SGD(learning_rate=cfg["learning_rate"], momentum=float(self.momentum),
-                        nesterov=bool(self.nesterov), weight_decay=float(self.weight_decay),
+                        nesterov=bool(self.nesterov), weight_decay=cfg["weight_decay"],
                         schedule=cfg["schedule"], backend=self.backend)
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
         updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
@@ -399,7 +401,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         opt.learning_rate = opt.current_lr = cfg["learning_rate"]
         opt.schedule = cfg["schedule"]
         opt.momentum, opt.nesterov = float(self.momentum), bool(self.nesterov)
-        opt.weight_decay = float(self.weight_decay)
+        opt.weight_decay = cfg["weight_decay"]
         self._trainer.updater.zeta = float(self.zeta)
         self._built_with = now
 

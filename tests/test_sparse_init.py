@@ -133,6 +133,23 @@ def test_presets_resolve_and_explicit_values_win():
     assert explicit["grow_init"] == "he" and explicit["learning_rate"] == 0.3
     short = resolved(CTREClassifier(lr_schedule="cosine", warmup_epochs=10, max_epochs=2), sizes)
     assert short["schedule"].warmup == 1    # the warm-up never takes the whole run
+    assert (default["weight_decay"], paper["weight_decay"]) == (1e-3, 1e-4)
+    assert resolved(CTREClassifier(preset="paper", weight_decay=0.0))["weight_decay"] == 0.0
+
+
+def test_weight_decay_follows_the_preset_into_the_optimizer():
+    """None takes the preset's L2 at fit and after set_params; an explicit value wins."""
+    X = np.random.default_rng(0).standard_normal((120, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    kw = dict(hidden_layer_sizes=(12,), epsilon=2, max_epochs=1, random_state=0)
+    clf = CTREClassifier(**kw).fit(X, y)
+    assert clf._trainer.optimizer.weight_decay == PRESETS["default"]["weight_decay"]
+    clf.set_params(weight_decay=0.05).partial_fit(X, y)
+    assert clf._trainer.optimizer.weight_decay == 0.05
+    paper = CTREClassifier(preset="paper", **kw).fit(X, y)
+    assert paper._trainer.optimizer.weight_decay == PRESETS["paper"]["weight_decay"]
+    with pytest.raises(ValueError, match="weight_decay"):
+        CTREClassifier(weight_decay=-1.0).validate_params()
 
 
 @pytest.mark.parametrize("params, match", [
