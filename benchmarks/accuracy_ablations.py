@@ -1,0 +1,147 @@
+"""Ablations of docs/accuracy.md that the library does not offer as options.
+
+Each ablation swaps one piece of the training core for the length of a run of
+``benchmarks/accuracy_study.py`` (whose arguments follow), so that its runs carry
+the study's protocol, record format and commit. They were screened against the
+digits gap at epsilon 1 (docs/accuracy.md, "The digits gap: what else was
+tried") and none was kept:
+
+``balanced_init``
+    The initial topology gives every neuron ``floor`` or ``ceil`` of the mean
+    number of inputs and outputs (a random bipartite graph with near-equal
+    degrees) instead of Erdős–Rényi's Poisson degrees, under which about a third
+    of a 1000-wide layer's neurons have no input at epsilon 1. Growth is unchanged.
+``centered_cosine``
+    Cosine growth scores the neurons' mean-free activations (Pearson
+    correlation): a neuron without inputs has a constant activation, which the
+    plain cosine of non-negative ReLU outputs rates as similar to everything.
+``zeta_decay``
+    The pruned fraction follows RigL's cosine decay, ``zeta * (1 + cos(pi t / T)) / 2``
+    over the run's T epochs, instead of staying at ``zeta``.
+
+Example
+-------
+    PYTHONPATH=. python benchmarks/accuracy_ablations.py balanced_init --threads 1 \\
+        --datasets digits --methods static random ctre_seq --seeds 0 1 2 \\
+        --params '{"preset": "default"}' --name ablation_balanced_init
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository root: `benchmarks`
+from benchmarks.threads import limit_threads_from_argv  # noqa: E402  (standard library only)
+
+limit_threads_from_argv(sys.argv[1:])
+
+import numpy as np  # noqa: E402  (after the thread limits)
+
+from ctre_sparse._random import check_random_state  # noqa: E402
+from ctre_sparse.nn import init as nn_init  # noqa: E402
+from ctre_sparse.nn import mlp  # noqa: E402
+from ctre_sparse.sparse import CSRMatrix  # noqa: E402
+from ctre_sparse.topology import growth  # noqa: E402
+from ctre_sparse.training import Trainer  # noqa: E402
+
+
+def balanced_keys(rng, n_out, n_in, nnz, rounds=100):
+    """Sorted linear keys of ``nnz`` distinct positions with near-equal row and column counts.
+
+    Rows and columns are two degree sequences paired at random; a repeated pair
+    swaps its column with a random entry's (both degree sequences stay as they
+    are) until no pair repeats.
+    """
+    def degrees(n):
+        counts = np.full(n, nnz // n)
+        counts[rng.permutation(n)[: nnz % n]] += 1
+        return np.repeat(np.arange(n, dtype=np.int64), counts)
+
+    rows, cols = degrees(n_out), rng.permutation(degrees(n_in))
+    for _ in range(rounds):
+        keys = rows * n_in + cols
+        order = np.argsort(keys, kind="stable")
+        repeated = order[1:][keys[order][1:] == keys[order][:-1]]
+        if repeated.size == 0:
+            break
+        for i, j in zip(repeated, rng.integers(0, nnz, repeated.size)):
+            cols[i], cols[j] = cols[j], cols[i]  # one by one: two swaps may share an entry
+    return np.unique(rows * n_in + cols)
+
+
+def balanced_erdos_renyi(n_out, n_in, epsilon=None, density=None, *, random_state=None,
+                         dtype=np.float32, index_dtype=None, init="he"):
+    """:func:`ctre_sparse.nn.init.erdos_renyi`'s count and weights on a degree-balanced topology.
+
+    Falls back to Erdős–Rényi where a balanced pattern does not apply: fewer
+    connections than neurons on a side, or a layer denser than 1/4.
+    """
+    rng = check_random_state(random_state)
+    nnz = nn_init.erdos_renyi_nnz(n_out, n_in, epsilon=epsilon, density=density)
+    if nnz < max(n_in, n_out) or 4 * nnz > n_in * n_out:
+        return nn_init.erdos_renyi(n_out, n_in, epsilon, density, random_state=rng,
+                                   dtype=dtype, index_dtype=index_dtype, init=init)
+    keys = balanced_keys(rng, n_out, n_in, nnz)
+    indptr = np.searchsorted(keys, np.arange(n_out + 1, dtype=np.int64) * n_in)
+    W = CSRMatrix.adopt(rng.uniform(-1.0, 1.0, keys.size).astype(dtype),
+                        (keys % n_in).astype(np.int32), indptr.astype(np.int32), (n_out, n_in),
+                        valid=True)
+    bounds = (nn_init.fan_in_bounds(np.diff(W.indptr)) if init == "he_sparse"
+              else np.full(n_out, nn_init.init_bound(n_in, n_out, init)))
+    W.data *= bounds[W.row_indices()].astype(W.dtype)
+    return W
+
+
+def patch_balanced_init():
+    mlp.erdos_renyi = balanced_erdos_renyi
+
+
+def patch_centered_cosine():
+    plain = growth.CosineGrowth._cosine
+
+    def centered(self, ctx, n, rng):
+        def center(A):
+            return np.ascontiguousarray(A - A.mean(axis=1, keepdims=True), dtype=A.dtype)
+        return plain(self, dataclasses.replace(ctx, A_in=center(ctx.A_in),
+                                               A_out=center(ctx.A_out)), n, rng)
+    growth.CosineGrowth._cosine = centered
+
+
+def patch_zeta_decay(epochs):
+    plain = Trainer._update_topology
+
+    def decayed(self, X, y):
+        if self.updater is not None:
+            zeta = self.updater.__dict__.setdefault("_zeta_peak", self.updater.zeta)
+            t = min(self.epoch, epochs) / epochs
+            self.updater.zeta = zeta * 0.5 * (1.0 + math.cos(math.pi * t))
+        return plain(self, X, y)
+    Trainer._update_topology = decayed
+
+
+def main(argv):
+    from benchmarks import accuracy_study
+
+    name, rest = argv[0], argv[1:]
+    if name == "balanced_init":
+        patch_balanced_init()
+    elif name == "centered_cosine":
+        patch_centered_cosine()
+    elif name == "zeta_decay":
+        args = accuracy_study.parse_args(rest)
+        if args.epochs is None and args.datasets and len(set(
+                accuracy_study.EPOCHS[d] for d in args.datasets)) > 1:
+            raise SystemExit("zeta_decay: give --epochs, or data sets of one run length")
+        patch_zeta_decay(args.epochs or accuracy_study.EPOCHS[(args.datasets or ["digits"])[0]])
+    else:
+        raise SystemExit(f"unknown ablation {name!r}: balanced_init, centered_cosine, zeta_decay")
+    return accuracy_study.main(rest)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1].startswith("-"):
+        raise SystemExit(__doc__)
+    sys.exit(main(sys.argv[1:]))
