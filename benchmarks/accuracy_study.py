@@ -361,6 +361,15 @@ def resolved_params(params, epochs, method, dataset, epsilon):
     return cfg
 
 
+def recorded_resolution(r):
+    """A run's recorded preset values; runs from before ``weight_decay`` followed the preset
+    trained with the estimator's fixed 1e-4 (or the value their params gave)."""
+    rec = r.get("resolved")
+    if rec is not None and "weight_decay" not in rec:
+        rec = {**rec, "weight_decay": float(r["params"].get("weight_decay", 1e-4))}
+    return rec
+
+
 def run_key(r):
     return (r["dataset"], r["method"], float(r["epsilon"]), int(r["seed"]), int(r["epochs"]),
             r["config"], json.dumps(r["params"], sort_keys=True), r.get("scaling", "standard"),
@@ -427,7 +436,7 @@ def _ms(values, scale=100.0, fmt="{:.1f}"):
 
 
 def select(rows, args):
-    keep = []
+    keep, dense_seen = [], set()
     for r in rows:
         if args.datasets and r["dataset"] not in args.datasets:
             continue
@@ -438,6 +447,10 @@ def select(rows, args):
         if r["method"] == "dense_mlp":
             if args.dense_config and r["config"] not in args.dense_config:
                 continue
+            key = (r["dataset"], r["config"], r["seed"], r["epochs"])
+            if key in dense_seen:
+                continue  # a dense run repeated on a later commit (it repeats exactly)
+            dense_seen.add(key)
         elif args.config and r["config"] not in args.config:
             continue
         if args.epsilons and r["method"] != "dense_mlp" and r["epsilon"] not in args.epsilons:
@@ -446,7 +459,7 @@ def select(rows, args):
             continue
         if args.commits and r["method"] != "dense_mlp" and r.get("git_commit") not in args.commits:
             continue  # the dense runs involve no ctre_sparse code but the validation rows
-        if args.current and r.get("resolved") != resolved_params(
+        if args.current and recorded_resolution(r) != resolved_params(
                 r["params"], r["epochs"], r["method"], r["dataset"], r["epsilon"]):
             continue  # trained with what a preset resolved to before it changed
         keep.append(r)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from benchmarks import accuracy_ablations as ab
+from ctre_sparse import ops
 from ctre_sparse.nn import mlp
+from ctre_sparse.topology import TopologyUpdater
 from ctre_sparse.topology import growth
 from ctre_sparse.training import Trainer
 
@@ -30,10 +32,13 @@ def test_balanced_layer_keeps_the_count_and_the_weight_bounds():
     assert ab.balanced_erdos_renyi(8, 8, epsilon=20, random_state=0).nnz == 64  # dense: ER
 
 
-@pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay"])
+@pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
+                                  "dead_end_aware"])
 def test_each_ablation_runs_through_the_study(name, tmp_path, monkeypatch):
     for owner, attr in ((mlp, "erdos_renyi"), (growth.CosineGrowth, "_cosine"),
-                        (Trainer, "_update_topology")):
+                        (Trainer, "_update_topology"), (growth, "_random_pick"),
+                        (ops, "prune_magnitude"), (TopologyUpdater, "update"),
+                        (TopologyUpdater, "_update_layer")):
         monkeypatch.setattr(owner, attr, getattr(owner, attr))  # undone after the test
     out = tmp_path / "runs.jsonl"
     ab.main([name, "--datasets", "digits", "--methods", "ctre_seq", "--seeds", "0",
@@ -41,3 +46,28 @@ def test_each_ablation_runs_through_the_study(name, tmp_path, monkeypatch):
              "--out", str(out)])
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["config"] == f"ablation_{name}" and len(record["curves"]["test"]) == 2
+
+
+def test_dead_end_aware_prunes_dead_ends_first_and_grows_between_live_neurons(monkeypatch):
+    """Layer 1 of [3, 4, 4, 2]: sources 0-1 have inputs, targets 0-2 have outputs."""
+    from ctre_sparse.sparse import CSRMatrix
+
+    monkeypatch.setattr(ops, "prune_magnitude", ops.prune_magnitude)
+    monkeypatch.setattr(growth, "_random_pick", growth._random_pick)
+    for attr in ("update", "_update_layer"):
+        monkeypatch.setattr(TopologyUpdater, attr, getattr(TopologyUpdater, attr))
+    monkeypatch.setattr(growth.CosineGrowth, "_cosine", growth.CosineGrowth._cosine)
+    ab.patch_dead_end_aware()
+    src, tgt = np.array([1, 1, 0, 0], bool), np.array([1, 1, 1, 0], bool)
+    ab._LIVE.update(masks=[None, (src, tgt)], layer=1)
+    dense = np.array([[5., 0, 4, 0], [0, 3, 0, 0], [2, 0, 0, 0], [6, 0, 0, 0]])
+    W = CSRMatrix.from_dense(dense)
+    res = ops.prune_magnitude(W, 0.6)  # 3 of 5 go: dead ends (0,2), (3,0) before |2| at (2,0)
+    assert sorted(zip(res.removed_rows.tolist(), res.removed_cols.tolist())) == [
+        (0, 2), (2, 0), (3, 0)]
+    np.testing.assert_array_equal(W.data, CSRMatrix.from_dense(dense).data)  # untouched
+    np.testing.assert_array_equal(res.matrix.toarray(), np.where(
+        np.isin(dense, [5, 3]), dense, 0))
+    ctx = growth.GrowthContext(1, res.matrix, res.removed_rows, res.removed_cols)
+    rows, cols, _ = growth._random_pick(ctx, 4, np.random.default_rng(0))
+    assert set(zip(rows.tolist(), cols.tolist())) == {(0, 1), (1, 0), (2, 0), (2, 1)}
