@@ -6,6 +6,8 @@ GPU cases appear only where CuPy finds a device. Import the lists from here
 
 import os
 import sys
+import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,31 @@ def reset_hwm():
         return True
     except OSError:
         return False
+
+
+def run_within_memory(fn, *, traced_bytes, resident_bytes=None):
+    """Run ``fn()``; assert its Python-heap peak (tracemalloc) and resident-set growth.
+
+    The resident-set high-water mark (VmHWM) catches what tracemalloc cannot see
+    (C++ and numba allocations); it is checked where ``resident_bytes`` is given
+    and /proc allows resetting it. Returns ``(fn's result, seconds)``.
+    """
+    hwm_ok = reset_hwm()
+    hwm0 = vm_hwm_kib()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    elapsed = time.perf_counter() - t0
+    hwm1 = vm_hwm_kib()
+    assert peak < traced_bytes, f"tracemalloc peak {peak / 2**20:.0f} MiB"
+    if resident_bytes is not None and hwm_ok and hwm0 is not None:
+        grown = (hwm1 - hwm0) * 1024
+        assert grown < resident_bytes, f"resident set grew by {grown / 2**20:.0f} MiB"
+    return result, elapsed
 
 
 def to_host(arr):

@@ -1,14 +1,12 @@
 """topk_cosine_sketch: topk_cosine's contract on an approximate set, exact scores, recall."""
 
 import doctest
-import time
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from conftest import (CPU_BACKENDS, brute_cosine, csr_to_device, reset_hwm, to_device, to_host,
-                      vm_hwm_kib)
+from conftest import (CPU_BACKENDS, brute_cosine, csr_to_device, run_within_memory, to_device,
+                       to_host)
 import ctre_sparse.cosine_sketch
 from ctre_sparse import CSRMatrix
 from ctre_sparse.cosine_sketch import sketch, topk_cosine_sketch, topk_recall
@@ -358,22 +356,10 @@ def test_memory_bounded_on_a_large_layer():
     B = np.maximum(rng.standard_normal((n, S)), 0).astype(np.float32)
     W = CSRMatrix.random(n, n, nnz=100_000, random_state=1)
     topk_cosine_sketch(A[:50], B[:40], 5, dim=8, backend=mem_backend, random_state=0)  # JIT
-    hwm_ok = reset_hwm()
-    hwm0 = vm_hwm_kib()
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    try:
-        rows, cols, scores = topk_cosine_sketch(A, B, k, exclude=W, dim=8, rank=2,
-                                                backend=mem_backend, random_state=0)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    elapsed = time.perf_counter() - t0
-    hwm1 = vm_hwm_kib()
-    assert peak < 128 * 2**20, f"tracemalloc peak {peak / 2**20:.0f} MiB"
-    if hwm_ok and hwm0 is not None:
-        grown = (hwm1 - hwm0) * 1024
-        assert grown < 256 * 2**20, f"resident set grew by {grown / 2**20:.0f} MiB"
+    (rows, cols, scores), elapsed = run_within_memory(
+        lambda: topk_cosine_sketch(A, B, k, exclude=W, dim=8, rank=2,
+                                   backend=mem_backend, random_state=0),
+        traced_bytes=128 * 2**20, resident_bytes=256 * 2**20)
     assert rows.shape == cols.shape == scores.shape == (k,)
     assert np.all(np.diff(scores) <= 0)
     keys = rows * n + cols

@@ -1,12 +1,10 @@
 """topk_cosine: exact top-k of |cos| over absent pairs, against brute force, in bounded memory."""
 
-import time
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from conftest import brute_cosine, csr_to_device, reset_hwm, to_device, to_host, vm_hwm_kib
+from conftest import brute_cosine, csr_to_device, run_within_memory, to_device, to_host
 from ctre_sparse import CSRMatrix, cosine_pairs, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
@@ -215,23 +213,10 @@ def test_memory_bounded_on_a_huge_layer(backend):
     W = CSRMatrix.random(n, n, nnz=200_000, random_state=1)  # density 8e-5
     call(A[:50], B[:40], 5, None, backend)  # warm-up (JIT compile) outside the measurement
     A_d, B_d, W_d = to_device(A, backend), to_device(B, backend), csr_to_device(W, backend)
-    hwm_ok = reset_hwm()
-    hwm0 = vm_hwm_kib()
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    try:
-        rows, cols, scores = topk_cosine(A_d, B_d, k, exclude=W_d, backend=backend)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    elapsed = time.perf_counter() - t0
-    hwm1 = vm_hwm_kib()
+    (rows, cols, scores), elapsed = run_within_memory(
+        lambda: topk_cosine(A_d, B_d, k, exclude=W_d, backend=backend),
+        traced_bytes=256 * 2**20, resident_bytes=(None if backend == "cuda" else 512 * 2**20))
     rows, cols, scores = to_host(rows), to_host(cols), to_host(scores)
-    assert peak < 256 * 2**20, f"tracemalloc peak {peak / 2**20:.0f} MiB"
-    if hwm_ok and hwm0 is not None and backend != "cuda":
-        # resident-set high-water mark: catches allocations tracemalloc cannot see (C++, numba)
-        grown = (hwm1 - hwm0) * 1024
-        assert grown < 512 * 2**20, f"resident set grew by {grown / 2**20:.0f} MiB"
     # sane result
     assert rows.shape == cols.shape == scores.shape == (k,)
     assert np.all(np.diff(scores) <= 0)
@@ -253,3 +238,10 @@ def test_memory_bounded_on_a_huge_layer(backend):
         row[cols[rows == r]] = -1
         assert row.max() <= scores[-1] + 1e-5
     assert elapsed < 180, f"took {elapsed:.1f} s"  # ~10-15 s unloaded on 2 cores
+
+
+def test_the_memory_check_fails_on_a_large_allocation():
+    """run_within_memory, which the bounded-memory tests rely on, sees a 64 MiB array."""
+    with pytest.raises(AssertionError, match="tracemalloc peak"):
+        run_within_memory(lambda: np.ones(2**23), traced_bytes=16 * 2**20)
+    assert run_within_memory(lambda: 7, traced_bytes=2**20)[0] == 7
