@@ -347,6 +347,7 @@ def test_files_from_before_the_presets_load_in_the_authors_regime(data, tmp_path
     meta = json.loads(str(members["meta_json"]))
     for name in ("preset", "init", "grow_init", "lr_schedule", "warmup_epochs"):
         del meta["params"][name]
+    meta["params"]["weight_decay"] = 1e-4  # what every file from before the presets holds
     tree = json.loads(str(members["state_json"]))
     del tree["updater"]["grow_init"]
     members["meta_json"] = np.array(json.dumps(meta))
@@ -354,4 +355,5 @@ def test_files_from_before_the_presets_load_in_the_authors_regime(data, tmp_path
     np.savez(tmp_path / "old.npz", **members)
     old = CTREClassifier.load(tmp_path / "old.npz")
     assert old.preset == "paper" and old.init is None and old._trainer.updater.grow_init == "he"
+    assert old.weight_decay == old._trainer.optimizer.weight_decay == 1e-4
     assert_same_model(clf, old)
