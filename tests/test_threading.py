@@ -173,3 +173,45 @@ def test_importing_the_backends_changes_nothing():
     assert lines["loaded-at-import"] == "False" and lines["status-before"] == "None"
     if lines["available"] == "True":
         assert lines["status-after"] == f"{tuning.OMP_SPIN_COUNT} None"   # not left behind
+
+
+#: Hashes of every sparse kernel's output and of one training step, per backend.
+KERNEL_HASHES = textwrap.dedent("""
+    import hashlib, json
+    import numpy as np
+    from ctre_sparse import ops
+    from ctre_sparse.backends import available_backends
+    from ctre_sparse.nn import SparseMLP
+    from ctre_sparse.sparse import CSRMatrix
+
+    def h(*arrays):
+        return hashlib.md5(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+    rng = np.random.default_rng(0)
+    W = CSRMatrix.random(600, 500, nnz=12000, random_state=1)
+    X = rng.standard_normal((500, 130)).astype(np.float32)
+    G = rng.standard_normal((600, 130)).astype(np.float32)
+    out = {}
+    for b in [b for b in available_backends("cpu") if b != "reference"]:
+        out[b + " kernels"] = h(ops.spmm(W, X, backend=b), ops.spmm_t(W, G, backend=b),
+                                ops.sddmm(W, G, X, backend=b))
+        m = SparseMLP([500, 400, 300, 10], epsilon=3, random_state=0, backend=b,
+                      init="he_sparse")
+        P = m.forward(X, training=True)
+        m.backward(rng.integers(0, 10, 130))
+        out[b + " step"] = h(P, *[l.grad_W for l in m.layers], *[l.grad_b for l in m.layers])
+    print(json.dumps(out))
+""")
+
+
+def test_sparse_kernels_repeat_bit_for_bit_at_any_thread_count():
+    """Rows (and, for W.T, the cached transpose's rows) are split over threads, no sum is: 1
+    and 2 threads give the same bits. (BLAS products, as in topk_cosine's scores, may not.)"""
+    runs = []
+    for threads in ("1", "2"):
+        env = {v: threads for v in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+        proc = subprocess.run([sys.executable, "-c", KERNEL_HASHES], capture_output=True,
+                              text=True, timeout=300, **child_python(**env))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(proc.stdout.strip().splitlines()[-1])
+    assert runs[0] == runs[1] and runs[0] != "{}"
