@@ -18,6 +18,10 @@ tried") and none was kept:
 ``zeta_decay``
     The pruned fraction follows RigL's cosine decay, ``zeta * (1 + cos(pi t / T)) / 2``
     over the run's T epochs, instead of staying at ``zeta``.
+``label_smoothing``
+    The loss's targets are ``0.9 * onehot + 0.1 / n_classes`` instead of the one-hot
+    codes (Szegedy et al. 2016): a network that fits its training set exactly
+    stops pushing its logits apart.
 ``dead_end_aware``
     A connection is a dead end when its source neuron has no input (it passes on
     a constant) or its target neuron has no output (nothing reads it); at epsilon
@@ -118,6 +122,18 @@ def patch_centered_cosine():
     growth.CosineGrowth._cosine = centered
 
 
+def patch_label_smoothing(alpha=0.1):
+    plain = mlp.cross_entropy_grad
+
+    def smoothed(P, y, out=None, *, xp=None, n_total=None):
+        out = plain(P, y, out=out, xp=xp, n_total=n_total)
+        n = P.shape[1] if n_total is None else n_total
+        out[y, np.arange(P.shape[1])] += alpha / n
+        out -= alpha / (P.shape[0] * n)
+        return out
+    mlp.cross_entropy_grad = smoothed
+
+
 def patch_zeta_decay(epochs):
     plain = Trainer._update_topology
 
@@ -207,6 +223,8 @@ def main(argv):
         patch_balanced_init()
     elif name == "centered_cosine":
         patch_centered_cosine()
+    elif name == "label_smoothing":
+        patch_label_smoothing()
     elif name == "dead_end_aware":
         patch_dead_end_aware()
     elif name == "zeta_decay":
@@ -217,7 +235,7 @@ def main(argv):
         patch_zeta_decay(args.epochs or accuracy_study.EPOCHS[(args.datasets or ["digits"])[0]])
     else:
         raise SystemExit(f"unknown ablation {name!r}: balanced_init, centered_cosine, zeta_decay, "
-                         "dead_end_aware")
+                         "dead_end_aware, label_smoothing")
     return accuracy_study.main(rest)
 
 

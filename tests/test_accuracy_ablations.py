@@ -33,12 +33,12 @@ def test_balanced_layer_keeps_the_count_and_the_weight_bounds():
 
 
 @pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
-                                  "dead_end_aware"])
+                                  "dead_end_aware", "label_smoothing"])
 def test_each_ablation_runs_through_the_study(name, tmp_path, monkeypatch):
     for owner, attr in ((mlp, "erdos_renyi"), (growth.CosineGrowth, "_cosine"),
                         (Trainer, "_update_topology"), (growth, "_random_pick"),
                         (ops, "prune_magnitude"), (TopologyUpdater, "update"),
-                        (TopologyUpdater, "_update_layer")):
+                        (TopologyUpdater, "_update_layer"), (mlp, "cross_entropy_grad")):
         monkeypatch.setattr(owner, attr, getattr(owner, attr))  # undone after the test
     out = tmp_path / "runs.jsonl"
     ab.main([name, "--datasets", "digits", "--methods", "ctre_seq", "--seeds", "0",
@@ -71,3 +71,13 @@ def test_dead_end_aware_prunes_dead_ends_first_and_grows_between_live_neurons(mo
     ctx = growth.GrowthContext(1, res.matrix, res.removed_rows, res.removed_cols)
     rows, cols, _ = growth._random_pick(ctx, 4, np.random.default_rng(0))
     assert set(zip(rows.tolist(), cols.tolist())) == {(0, 1), (1, 0), (2, 0), (2, 1)}
+
+
+def test_label_smoothing_gradient_is_that_of_the_smoothed_targets(monkeypatch):
+    monkeypatch.setattr(mlp, "cross_entropy_grad", mlp.cross_entropy_grad)
+    ab.patch_label_smoothing(0.1)
+    P = np.random.default_rng(0).dirichlet(np.ones(4), size=5).T   # (4 classes, batch 5)
+    y = np.array([0, 3, 1, 1, 2])
+    target = 0.9 * np.eye(4)[:, y] + 0.1 / 4
+    np.testing.assert_allclose(mlp.cross_entropy_grad(P, y), (P - target) / 5)
+    np.testing.assert_allclose(mlp.cross_entropy_grad(P, y, n_total=10), (P - target) / 10)
