@@ -32,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Defaults of the command (measured on 2 shared cores: ~3-10 s, test accuracy 0.96-0.98).
 DEFAULTS = dict(dataset="digits", growth="ctre_seq", epsilon=10.0, zeta=0.2, epochs=40,
-                hidden="256,256", learning_rate=None, batch_size=100, activation="relu",
+                hidden="256,256", learning_rate=None, weight_decay=None, batch_size=100,
+                activation="relu",
                 seed=0, backend="auto", device="cpu", checkpoint_every=10, patience=40,
                 cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4,
                 cosine_mode="auto", preset="default")
@@ -125,8 +126,11 @@ def register(subparsers):
     p.add_argument("--lr", type=float, default=d["learning_rate"], dest="learning_rate",
                    help="peak learning rate (default: the preset's; 'default' follows the "
                         "network's fan-in, 'paper' 0.01)")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help="L2 penalty on the existing connections (default: the preset's; "
+                        "'default' 1e-3, 'paper' 1e-4)")
     p.add_argument("--preset", default=d["preset"], choices=["default", "paper"],
-                   help="initialisation, regrown weights and learning-rate schedule: 'paper' "
+                   help="initialisation, regrown weights, learning-rate schedule and L2: 'paper' "
                         "is the CTRE authors' regime (docs/accuracy.md) (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="(default: %(default)s)")
@@ -181,7 +185,8 @@ def _estimator(args, out):
     return CTREClassifier(
         hidden_layer_sizes=_hidden(args.hidden), epsilon=args.epsilon, density=args.density,
         zeta=args.zeta, growth=args.growth, activation=args.activation,
-        learning_rate=args.learning_rate, batch_size=args.batch_size, max_epochs=args.epochs,
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, max_epochs=args.epochs,
         patience=args.patience, cosine_samples=args.cosine_samples,
         cosine_approx_dim=args.cosine_approx_dim,
         cosine_approx_oversample=args.cosine_approx_oversample, cosine_mode=args.cosine_mode,
