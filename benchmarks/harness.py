@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -21,7 +22,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = ["Timing", "ResultMismatchError", "time_call", "gflops", "as_numpy", "relative_error",
-           "check_result", "CHECK_RTOL", "PEERS", "add_ratios", "write_json", "read_json"]
+           "check_result", "CHECK_RTOL", "PEERS", "add_ratios", "write_json", "read_json",
+           "command_main"]
 
 #: Largest accepted ``max|actual - expected| / max|expected|`` per value dtype.
 CHECK_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
@@ -223,3 +225,20 @@ def read_json(path):
     if not isinstance(records, list):
         raise ValueError(f"{path} must hold a JSON list of records, got {type(records).__name__}")
     return records
+
+
+def command_main(doc, add_arguments, run_from_args, argv=None):
+    """A benchmark command: parse ``argv`` with ``add_arguments``, run ``run_from_args``.
+
+    Returns its exit code; an expected failure (``ValueError``,
+    ``FileNotFoundError``, ``RuntimeError``) becomes one line
+    ``PROG: error: ...`` on stderr and exit code 1.
+    """
+    import argparse
+
+    parser = add_arguments(argparse.ArgumentParser(description=doc.split("\n")[0]))
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1

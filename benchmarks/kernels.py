@@ -510,11 +510,4 @@ def run_from_args(args, stream=None):
 
 def main(argv=None):
     """Entry point of ``benchmarks/bench_kernels.py``; returns the exit code (1 with a one-line error)."""
-    import argparse
-
-    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    try:
-        return run_from_args(parser.parse_args(argv))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+    return harness.command_main(__doc__, add_arguments, run_from_args, argv)

@@ -566,11 +566,4 @@ def _update_doc(args, records, stream):
 
 def main(argv=None):
     """Entry point of ``benchmarks/bench_training.py``; returns the exit code (1 with a one-line error)."""
-    import argparse
-
-    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
-    try:
-        return run_from_args(parser.parse_args(argv))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+    return harness.command_main(__doc__, add_arguments, run_from_args, argv)
