@@ -44,10 +44,11 @@ def _write(path, members):
     return path
 
 
-def _edit_meta(members, edit):
-    meta = json.loads(str(members["meta_json"]))
-    edit(meta)
-    members["meta_json"] = np.array(json.dumps(meta))
+def _edit_json(members, edit, member="meta_json"):
+    """``members`` with the JSON document of ``member`` passed through ``edit`` (in place)."""
+    tree = json.loads(str(members[member]))
+    edit(tree)
+    members[member] = np.array(json.dumps(tree))
     return members
 
 
@@ -86,9 +87,9 @@ def test_declared_sizes_must_match_the_arrays_before_anything_is_built(saved, tm
     # hidden_layer_sizes of 3,000,000 in the metadata: refused from the stored shapes at once,
     # instead of building that network first
     good, _ = saved
-    members = _edit_meta(_members(good), lambda m: m["params"].update(
+    members = _edit_json(_members(good), lambda m: m["params"].update(
         hidden_layer_sizes=[3000000, 32]))
-    members = _edit_meta(members, lambda m: m.update(n_layers=3))
+    members = _edit_json(members, lambda m: m.update(n_layers=3))
     path = _write(tmp_path / "wide.npz", members)
     start = time.perf_counter()
     with pytest.raises(ValueError, match=r"wide.npz: .*layer 0 has shape \(16, 64\), the "
@@ -99,7 +100,7 @@ def test_declared_sizes_must_match_the_arrays_before_anything_is_built(saved, tm
 
 def test_the_file_does_not_choose_where_training_writes(saved, tmp_path):
     good, X = saved
-    members = _edit_meta(_members(good), lambda m: m["params"].update(
+    members = _edit_json(_members(good), lambda m: m["params"].update(
         checkpoint_dir=str(tmp_path / "chosen" / "by" / "file")))
     path = _write(tmp_path / "paths.npz", members)
     clf = CTREClassifier.load(path)
@@ -142,7 +143,7 @@ def test_bad_values_are_refused(saved, tmp_path, name, value, message):
 ])
 def test_bad_preset_parameters_are_refused(saved, tmp_path, name, value):
     good, _ = saved
-    members = _edit_meta(_members(good), lambda m: m["params"].update({name: value}))
+    members = _edit_json(_members(good), lambda m: m["params"].update({name: value}))
     path = _write(tmp_path / "preset.npz", members)
     with pytest.raises(ValueError, match=f"preset.npz: .*{name}"):
         CTREClassifier.load(path)
@@ -150,10 +151,8 @@ def test_bad_preset_parameters_are_refused(saved, tmp_path, name, value):
 
 def test_a_regrowth_rule_the_library_does_not_have(saved, tmp_path):
     good, _ = saved
-    members = _members(good)
-    tree = json.loads(str(members["state_json"]))
-    tree["updater"]["grow_init"] = "os.system"
-    members["state_json"] = np.array(json.dumps(tree))
+    members = _edit_json(_members(good), lambda t: t["updater"].update(grow_init="os.system"),
+                         "state_json")
     path = _write(tmp_path / "grow.npz", members)
     with pytest.raises(ValueError, match="grow.npz: .*grow_init must be one of"):
         CTREClassifier.load(path)
@@ -172,10 +171,8 @@ def test_momentum_of_the_wrong_length_is_refused_at_load(saved, tmp_path):
 
 def test_a_random_state_naming_a_numpy_function(saved, tmp_path):
     good, _ = saved
-    members = _members(good)
-    tree = json.loads(str(members["state_json"]))
-    tree["rng"]["bit_generator"] = "seed"
-    members["state_json"] = np.array(json.dumps(tree))
+    members = _edit_json(_members(good), lambda t: t["rng"].update(bit_generator="seed"),
+                         "state_json")
     path = _write(tmp_path / "rng.npz", members)
     state = np.random.get_state()
     with pytest.raises(ValueError, match="rng.npz: .*bit generator 'seed'"):
@@ -185,10 +182,8 @@ def test_a_random_state_naming_a_numpy_function(saved, tmp_path):
 
 def test_tree_may_point_only_at_its_own_members(saved, tmp_path):
     good, _ = saved
-    members = _members(good)
-    tree = json.loads(str(members["state_json"]))
-    tree["optimizer"]["velocity.0.b"] = {"__array__": "meta_json"}
-    members["state_json"] = np.array(json.dumps(tree))
+    members = _edit_json(_members(good), lambda t: t["optimizer"].update(
+        {"velocity.0.b": {"__array__": "meta_json"}}), "state_json")
     path = _write(tmp_path / "pointer.npz", members)
     with pytest.raises(ValueError, match="pointer.npz: .*may not"):
         CTREClassifier.load(path)
