@@ -144,6 +144,46 @@ def to_host(arr):
     return arr.get() if hasattr(arr, "get") else np.asarray(arr)
 
 
+def call_topk(op, A, B, k, exclude, backend, **kw):
+    """A top-k op (``topk_cosine``, ``topk_abs_product``, ...) on ``backend``'s device.
+
+    Returns host ``(rows, cols, scores)`` after checking their dtypes (int64
+    indices, scores of ``A``'s dtype).
+    """
+    ex = None if exclude is None else csr_to_device(exclude, backend)
+    out = op(to_device(A, backend), to_device(B, backend), k, exclude=ex, backend=backend, **kw)
+    rows, cols, scores = (to_host(a) for a in out)
+    assert rows.dtype == np.int64 and cols.dtype == np.int64 and scores.dtype == A.dtype
+    return rows, cols, scores
+
+
+def assert_exact_topk(result, S, best_rows, best_cols, k, exclude_dense, tol):
+    """A top-k result against its float64 dense oracle, exact up to ``tol``.
+
+    ``S`` holds every pair's score; ``best_rows, best_cols`` are the absent
+    pairs in (-score, row, col) order. Checked: the length, no excluded pair,
+    no pair twice, the scores of the pairs returned and their optimality, the
+    order (score descending, exact ties by (row, col)), and, where the
+    oracle's scores are well separated, the oracle's very pair list.
+    """
+    rows, cols, scores = result
+    m = min(k, best_rows.shape[0])
+    assert rows.shape == cols.shape == scores.shape == (m,)
+    if exclude_dense is not None and m:
+        assert not np.any(exclude_dense[rows, cols] != 0), "an excluded pair was returned"
+    assert len(set(zip(rows.tolist(), cols.tolist()))) == m, "a pair was returned twice"
+    np.testing.assert_allclose(scores, S[rows, cols], rtol=0, atol=tol)
+    np.testing.assert_allclose(scores, S[best_rows[:m], best_cols[:m]], rtol=0, atol=tol)
+    assert np.all(np.diff(scores) <= 0)
+    tie = np.flatnonzero(scores[1:] == scores[:-1])
+    assert np.all((rows[tie] < rows[tie + 1]) |
+                  ((rows[tie] == rows[tie + 1]) & (cols[tie] < cols[tie + 1])))
+    top = S[best_rows[:m + 1], best_cols[:m + 1]]
+    if m and np.all(np.abs(np.diff(top)) > 10 * tol):
+        np.testing.assert_array_equal(rows, best_rows[:m])
+        np.testing.assert_array_equal(cols, best_cols[:m])
+
+
 def brute_cosine(A, B, exclude_dense=None):
     """Float64 |cos(B[r], A[c])| for all pairs, and the absent pairs in (-score, row, col) order."""
     A64, B64 = A.astype(np.float64), B.astype(np.float64)

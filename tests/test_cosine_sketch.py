@@ -5,8 +5,8 @@ import doctest
 import numpy as np
 import pytest
 
-from conftest import (CPU_BACKENDS, brute_cosine, csr_to_device, run_within_memory, to_device,
-                       to_host)
+from conftest import (CPU_BACKENDS, brute_cosine, call_topk, csr_to_device, run_within_memory,
+                      to_device, to_host)
 import ctre_sparse.cosine_sketch
 from ctre_sparse import CSRMatrix
 from ctre_sparse.cosine_sketch import sketch, topk_cosine_sketch, topk_recall
@@ -16,12 +16,7 @@ from ctre_sparse.testing import random_dense, tolerance
 
 
 def call(A, B, k, exclude, backend, **kw):
-    ex = None if exclude is None else csr_to_device(exclude, backend)
-    out = topk_cosine_sketch(to_device(A, backend), to_device(B, backend), k, exclude=ex,
-                             backend=backend, **kw)
-    rows, cols, scores = (to_host(a) for a in out)
-    assert rows.dtype == np.int64 and cols.dtype == np.int64 and scores.dtype == A.dtype
-    return rows, cols, scores
+    return call_topk(topk_cosine_sketch, A, B, k, exclude, backend, **kw)
 
 
 def assert_contract(result, A, B, k, exclude, backend):

@@ -12,7 +12,8 @@ matrix would not fit.
 import numpy as np
 import pytest
 
-from conftest import csr_to_device, run_within_memory, to_device, to_host
+from conftest import (assert_exact_topk, call_topk, csr_to_device, run_within_memory, to_device,
+                      to_host)
 from ctre_sparse import CSRMatrix, topk_abs_product, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
@@ -20,12 +21,7 @@ F32 = np.float32
 
 
 def call(A, B, k, exclude, backend, **kw):
-    ex = None if exclude is None else csr_to_device(exclude, backend)
-    rows, cols, scores = topk_abs_product(to_device(A, backend), to_device(B, backend), k,
-                                          exclude=ex, backend=backend, **kw)
-    rows, cols, scores = to_host(rows), to_host(cols), to_host(scores)
-    assert rows.dtype == np.int64 and cols.dtype == np.int64 and scores.dtype == A.dtype
-    return rows, cols, scores
+    return call_topk(topk_abs_product, A, B, k, exclude, backend, **kw)
 
 
 def brute(A, B, exclude_dense=None):
@@ -39,27 +35,11 @@ def brute(A, B, exclude_dense=None):
 
 def assert_topk(result, A, B, k, exclude):
     """Exact up to rounding: length, nothing excluded, optimal scores, order, tie rule."""
-    rows, cols, scores = result
     ex = None if exclude is None else exclude.toarray()
     S, br, bc = brute(A, B, ex)
-    m = min(k, br.shape[0])
-    assert rows.shape == cols.shape == scores.shape == (m,)
-    if ex is not None and m:
-        assert not np.any(ex[rows, cols] != 0), "an excluded pair was returned"
-    assert len(set(zip(rows.tolist(), cols.tolist()))) == m, "a pair was returned twice"
     rtol, atol = tolerance(A.dtype)
     scale = max(1.0, float(np.abs(A).max(initial=0) * np.abs(B).max(initial=0) * A.shape[1]))
-    tol = 4 * (atol + rtol) * scale
-    np.testing.assert_allclose(scores, S[rows, cols], rtol=0, atol=tol)
-    np.testing.assert_allclose(scores, S[br[:m], bc[:m]], rtol=0, atol=tol)  # optimal
-    assert np.all(np.diff(scores) <= 0)
-    tie = np.flatnonzero(scores[1:] == scores[:-1])
-    assert np.all((rows[tie] < rows[tie + 1]) |
-                  ((rows[tie] == rows[tie + 1]) & (cols[tie] < cols[tie + 1])))
-    top = S[br[:m + 1], bc[:m + 1]]
-    if m and np.all(np.abs(np.diff(top)) > 10 * tol):  # well separated: the same pair list
-        np.testing.assert_array_equal(rows, br[:m])
-        np.testing.assert_array_equal(cols, bc[:m])
+    assert_exact_topk(result, S, br, bc, k, ex, 4 * (atol + rtol) * scale)
 
 
 def test_hand_case_exact(backend, dtype, index_dtype):

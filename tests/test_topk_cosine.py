@@ -4,44 +4,22 @@
 import numpy as np
 import pytest
 
-from conftest import brute_cosine, csr_to_device, run_within_memory, to_device, to_host
+from conftest import (assert_exact_topk, brute_cosine, call_topk, csr_to_device, run_within_memory,
+                      to_device, to_host)
 from ctre_sparse import CSRMatrix, cosine_pairs, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
 
 def call(A, B, k, exclude, backend, **kw):
-    ex = None if exclude is None else csr_to_device(exclude, backend)
-    rows, cols, scores = topk_cosine(to_device(A, backend), to_device(B, backend), k,
-                                     exclude=ex, backend=backend, **kw)
-    rows, cols, scores = to_host(rows), to_host(cols), to_host(scores)
-    assert rows.dtype == np.int64 and cols.dtype == np.int64 and scores.dtype == A.dtype
-    return rows, cols, scores
+    return call_topk(topk_cosine, A, B, k, exclude, backend, **kw)
 
 
 def assert_topk(result, A, B, k, exclude):
     """Exact up to rounding: right length, no excluded pair, optimal scores, tie order."""
-    rows, cols, scores = result
     ex = None if exclude is None else exclude.toarray()
     S, br, bc = brute_cosine(A, B, ex)
-    m = min(k, br.shape[0])
-    assert rows.shape == cols.shape == scores.shape == (m,)
-    if ex is not None and m:
-        assert not np.any(ex[rows, cols] != 0), "an excluded pair was returned"
-    assert len(set(zip(rows.tolist(), cols.tolist()))) == m, "a pair was returned twice"
     rtol, atol = tolerance(A.dtype)
-    tol = 4 * (atol + rtol) * max(1, A.shape[1] / 8)
-    np.testing.assert_allclose(scores, S[rows, cols], rtol=0, atol=tol)
-    np.testing.assert_allclose(scores, S[br[:m], bc[:m]], rtol=0, atol=tol)  # optimal
-    # ordered by score descending, exact ties by (row, col) ascending
-    assert np.all(np.diff(scores) <= 0)
-    tie = np.flatnonzero(scores[1:] == scores[:-1])
-    assert np.all((rows[tie] < rows[tie + 1]) |
-                  ((rows[tie] == rows[tie + 1]) & (cols[tie] < cols[tie + 1])))
-    # where the brute-force scores are well separated the answer is the same pair list
-    top = S[br[:m + 1], bc[:m + 1]]
-    if m and np.all(np.abs(np.diff(top)) > 10 * tol):
-        np.testing.assert_array_equal(rows, br[:m])
-        np.testing.assert_array_equal(cols, bc[:m])
+    assert_exact_topk(result, S, br, bc, k, ex, 4 * (atol + rtol) * max(1, A.shape[1] / 8))
 
 
 # ------------------------------------------------------------------ hand-worked
