@@ -2,15 +2,12 @@
 
 A truly-sparse MLP trained with SGD while its topology evolves after every
 epoch (prune the ``zeta`` fraction of smallest weights, regrow as many by
-cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim;
-or by gradient magnitude: RigL). ``preset="default"`` is the configuration
-that docs/accuracy.md chose for extreme sparsity (weights scaled to each
-neuron's real fan-in, warm-up and cosine decay, L2 1e-3); ``preset="paper"``
-is the CTRE paper's MADELON run (Atashgahi et al., "A brain-inspired algorithm
-for training highly sparse neural networks", Machine Learning 2022: ``--lr
-0.01 --zeta 0.2 --epsilon 1`` with three ReLU hidden layers of 1000), except
-``max_epochs`` (100 here, 500 there). Saving, loading and checkpoints live in
-:mod:`ctre_sparse._estimator_io`.
+cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim).
+Defaults follow the CTRE paper's MADELON run (Atashgahi et al., "A
+brain-inspired algorithm for training highly sparse neural networks", Machine
+Learning 2022; its code base runs ``--train_alg ctre_sim --batch_size 100
+--lr 0.01 --zeta 0.2 --epsilon 1 --num_hidden 1000`` with three ReLU hidden
+layers), except ``max_epochs`` (100 here, 500 there).
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from __future__ import annotations
 import logging
 import numbers
 import sys
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -25,10 +23,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._estimator_io import CHECKPOINT_NAME, PersistenceMixin, read_checkpoint
-from ._estimator_state import fingerprint, host_csr, plain
+from . import persistence
+from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
+                               params_for_this_machine, plain, restored_scaling,
+                               saved_array_names, storable_classes, with_legacy_defaults)
 from ._params import check_params, hidden_sizes, params_json, resolved
 from ._split import validation_indices
+from ._version import __version__
 from .device import to_host
 from .distributed import fitting as mpi
 
@@ -38,6 +39,7 @@ __all__ = ["CTREClassifier", "GROWTHS", "ACTIVATIONS", "CHECKPOINT_NAME"]
 
 GROWTHS = ("ctre_sim", "ctre_seq", "cosine", "rigl", "random", "set", "static")
 ACTIVATIONS = ("relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid")
+CHECKPOINT_NAME = "checkpoint.npz"
 _PREDICT_CHUNK = 4096
 _ALL_SAMPLES = 2**62      # cosine_samples=None: every training sample
 
@@ -52,7 +54,7 @@ def _core():
     return SparseMLP, SGD, TopologyUpdater, training
 
 
-class CTREClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
+class CTREClassifier(ClassifierMixin, BaseEstimator):
     """Truly-sparse MLP classifier with CTRE / SET dynamic topology.
 
     Parameters
@@ -480,7 +482,7 @@ class CTREClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         comm = self._comm
         checkpoint = mpi.from_root(comm, self._resume_path, resume) if not incremental else None
         if checkpoint is not None:
-            state = mpi.from_root(comm, read_checkpoint, checkpoint)
+            state = mpi.from_root(comm, _read_checkpoint, checkpoint)
             self._set_state(state, X, codes, source=checkpoint)
         elif not first:
             self._apply_changed_params()
@@ -643,6 +645,133 @@ class CTREClassifier(PersistenceMixin, ClassifierMixin, BaseEstimator):
         """Number of connections in each layer (list of int)."""
         return [int(layer.W.nnz) for layer in self._layers()]
 
+    # ------------------------------------------------------------ persistence
+    def save(self, path):
+        """Save the fitted estimator and its full training state to ``path`` (.npz).
+
+        The file loads with ``np.load(path, allow_pickle=False)``; see
+        :mod:`ctre_sparse.persistence` for its members. Writing is atomic.
+        """
+        check_is_fitted(self)
+        return self._write(Path(path))
+
+    @classmethod
+    def load(cls, path, *, device=None):
+        """Load an estimator saved by :meth:`save` (or a checkpoint).
+
+        The result predicts, and continues training with :meth:`partial_fit`
+        or ``fit(X, y, resume=path)`` exactly where the saved one stopped.
+
+        Parameters
+        ----------
+        path : str or Path
+        device : {"cpu", "cuda"}, optional
+            Where to put the model; default: the saved ``device``, except that
+            a model saved with ``device="cuda"`` loads on the CPU (with a
+            warning) where the CUDA backend is unavailable.
+        """
+        state = persistence.read_state(path, select=saved_array_names)
+        est = cls(**_loadable_params(state["meta"], device, path))
+        est._set_state(state, source=path)
+        return est
+
+    def _checkpoint_path(self):
+        return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / CHECKPOINT_NAME
+
+    def _resume_path(self, resume):
+        if resume is False or resume is None:
+            return None
+        if resume is True:
+            path = self._checkpoint_path()
+            if path is None:
+                raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
+            if not path.exists():
+                logger.warning("resume=True but there is no checkpoint at %s: training from "
+                               "scratch", path)
+                return None
+            return path
+        return Path(resume)
+
+    def _writes_files(self):
+        """False on the ranks other than 0 of a distributed fit in progress."""
+        comm = getattr(self, "_comm", None)
+        return comm is None or comm.is_root
+
+    def _write(self, path):
+        if not self._writes_files():
+            return Path(path)
+        return persistence.write_state(path, self._get_state())
+
+    def _get_state(self):
+        """The fitted state, as :mod:`ctre_sparse.persistence` writes it.
+
+        ``{"meta", "history", "arrays", "tree"}``: JSON-able metadata (the
+        parameters, feature and epoch counts, the seed in use, the data
+        fingerprint), the epoch records, named host arrays (classes, the
+        validation split, feature names, the input standardization, every
+        layer's CSR arrays and bias)
+        and the training core's state (``Trainer.state_dict()``).
+        """
+        trainer = self._trainer
+        meta = {"ctre_sparse_version": __version__, "params": params_json(self),
+                "n_features_in": int(self.n_features_in_), "n_iter": int(self.n_iter_),
+                "n_layers": len(trainer.model.layers), "entropy": int(self._entropy),
+                "fingerprint": self._fingerprint}
+        arrays = {"classes": storable_classes(self.classes_),
+                  "validation_indices": np.asarray(self._val_idx, dtype=np.int64),
+                  "input_mean": np.asarray(self.input_mean_, dtype=np.float64),
+                  "input_scale": np.asarray(self.input_scale_, dtype=np.float64)}
+        if hasattr(self, "feature_names_in_"):
+            arrays["feature_names_in"] = np.asarray(self.feature_names_in_).astype(str)
+        for i, layer in enumerate(trainer.model.layers):
+            W = layer.W
+            for name, arr in (("indptr", W.indptr), ("indices", W.indices), ("data", W.data),
+                              ("bias", layer.b)):
+                arrays[f"layers/{i}/{name}"] = np.ascontiguousarray(to_host(arr))
+            arrays[f"layers/{i}/shape"] = np.array(W.shape, dtype=np.int64)
+        return {"meta": meta, "history": list(self.history_), "arrays": arrays,
+                "tree": trainer.state_dict()}
+
+    def _set_state(self, state, X=None, codes=None, *, source="<memory>"):
+        """Rebuild the fitted state from :meth:`_get_state`'s dict (e.g. read from a file).
+
+        With ``X`` and ``codes`` (resuming ``fit``), the parameters, features,
+        classes and data fingerprint are first checked against the state;
+        without, the classes and features are taken from it.
+        """
+        try:
+            self._restore(state, X, codes, source)
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{source}: not a valid ctre_sparse model file (malformed "
+                             f"training state: {type(exc).__name__}: {exc})") from None
+        except ValueError as exc:
+            if str(exc).startswith(("cannot resume", f"{source}:")):
+                raise
+            raise ValueError(f"{source}: not a valid ctre_sparse model file ({exc})") from None
+        logger.info("restored %s at epoch %d", source, self.n_iter_)
+
+    def _restore(self, state, X, codes, source):
+        self.validate_params()
+        meta, arrays = state["meta"], state["arrays"]
+        check_saved_model(state, self._hidden_sizes())
+        if X is not None:
+            check_resumable(state, params=params_json(self), classes=self.classes_, X=X,
+                            codes=codes, dtype=self.dtype, source=source)
+        else:
+            self.classes_ = arrays["classes"]
+            self.n_features_in_ = int(meta["n_features_in"])
+            if "feature_names_in" in arrays:
+                self.feature_names_in_ = arrays["feature_names_in"].astype(object)
+        self.input_mean_, self.input_scale_ = restored_scaling(arrays, self.n_features_in_,
+                                                               source)
+        self._build(self.n_features_in_, len(self.classes_), meta["entropy"])
+        self._trainer.load_state_dict(state["tree"])
+        self._entropy = int(meta["entropy"])
+        self._fingerprint = meta["fingerprint"]
+        self._val_idx = np.asarray(arrays["validation_indices"], dtype=np.int64)
+        self.n_iter_ = int(meta["n_iter"])
+        self.history_ = list(state["history"])
+
 
 #: Parameters that ``partial_fit`` carries into a trained model's training core.
 _LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta",
@@ -650,3 +779,34 @@ _LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay
 #: Parameters that ``partial_fit`` does not use or reads at every call.
 _IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
                           "batch_size", "validation_fraction", "random_state"})
+
+
+def _read_checkpoint(path):
+    """The state of a checkpoint to resume from (only the members a model file defines)."""
+    return persistence.read_state(path, select=saved_array_names)
+
+
+def _loadable_params(meta, device, path):
+    """The constructor parameters of a saved estimator, checked, for this machine.
+
+    Unknown names are refused; ``checkpoint_dir`` is never taken from a file
+    (where training writes is a choice of the caller, not of the file's
+    author): a loaded estimator checkpoints only after ``set_params``.
+    """
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (meta params must be an "
+                         "object)")
+    unknown = sorted(set(params) - set(CTREClassifier().get_params(deep=False)))
+    if unknown:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (unknown parameters "
+                         f"{unknown})")
+    params = params_for_this_machine(with_legacy_defaults(params), device, path)
+    try:
+        params["dtype"] = np.dtype(params["dtype"]).type
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (parameter "
+                         f"{exc})") from None
+    params["checkpoint_dir"] = None
+    return params
