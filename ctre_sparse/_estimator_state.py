@@ -1,8 +1,9 @@
 """Helpers of :class:`~ctre_sparse.CTREClassifier`'s saved state (private to estimator.py).
 
-Pure functions of the values they are given: the estimator owns its state
-(``_get_state`` / ``_set_state``) and calls them; :mod:`ctre_sparse.persistence`
-turns that state into a file and back.
+Functions of the values they are given (but :func:`read_checkpoint`, which
+reads a file): the estimator owns its state (``_get_state`` / ``_set_state``)
+and calls them; :mod:`ctre_sparse.persistence` turns that state into a file
+and back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 
 import numpy as np
 
+from . import persistence
 from .device import to_host
 
 logger = logging.getLogger(__name__)
@@ -220,3 +222,34 @@ def _check_saved_layer(arrays, i, n_in, n_out):
     bias = _require_array(arrays, key + "bias", ndim=1, kinds="f", length=n_out)
     if not np.all(np.isfinite(bias)):
         raise ValueError(f"layer {i}: the bias holds NaN or Inf")
+
+
+def read_checkpoint(path):
+    """The state of a checkpoint to resume from (only the members a model file defines)."""
+    return persistence.read_state(path, select=saved_array_names)
+
+
+def loadable_params(meta, known, device, path):
+    """The constructor parameters of a saved estimator, checked, for this machine.
+
+    ``known``: the names the estimator's constructor takes; unknown names are refused; ``checkpoint_dir`` is never taken from a file
+    (where training writes is a choice of the caller, not of the file's
+    author): a loaded estimator checkpoints only after ``set_params``.
+    """
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (meta params must be an "
+                         "object)")
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (unknown parameters "
+                         f"{unknown})")
+    params = params_for_this_machine(with_legacy_defaults(params), device, path)
+    try:
+        params["dtype"] = np.dtype(params["dtype"]).type
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    except (TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: not a valid ctre_sparse model file (parameter "
+                         f"{exc})") from None
+    params["checkpoint_dir"] = None
+    return params

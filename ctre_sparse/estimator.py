@@ -2,12 +2,14 @@
 
 A truly-sparse MLP trained with SGD while its topology evolves after every
 epoch (prune the ``zeta`` fraction of smallest weights, regrow as many by
-cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim).
-Defaults follow the CTRE paper's MADELON run (Atashgahi et al., "A
-brain-inspired algorithm for training highly sparse neural networks", Machine
-Learning 2022; its code base runs ``--train_alg ctre_sim --batch_size 100
---lr 0.01 --zeta 0.2 --epsilon 1 --num_hidden 1000`` with three ReLU hidden
-layers), except ``max_epochs`` (100 here, 500 there).
+cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim;
+or by gradient magnitude: RigL). ``preset="default"`` is the configuration
+that docs/accuracy.md chose for extreme sparsity (weights scaled to each
+neuron's real fan-in, warm-up and cosine decay, L2 1e-3); ``preset="paper"``
+is the CTRE paper's MADELON run (Atashgahi et al., "A brain-inspired algorithm
+for training highly sparse neural networks", Machine Learning 2022: ``--lr
+0.01 --zeta 0.2 --epsilon 1`` with three ReLU hidden layers of 1000), except
+``max_epochs`` (100 here, 500 there).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
 from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
-                               params_for_this_machine, plain, restored_scaling,
-                               saved_array_names, storable_classes, with_legacy_defaults)
+                               loadable_params, plain, read_checkpoint, restored_scaling,
+                               saved_array_names, storable_classes)
 from ._params import check_params, hidden_sizes, params_json, resolved
 from ._split import validation_indices
 from ._version import __version__
@@ -482,7 +484,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         comm = self._comm
         checkpoint = mpi.from_root(comm, self._resume_path, resume) if not incremental else None
         if checkpoint is not None:
-            state = mpi.from_root(comm, _read_checkpoint, checkpoint)
+            state = mpi.from_root(comm, read_checkpoint, checkpoint)
             self._set_state(state, X, codes, source=checkpoint)
         elif not first:
             self._apply_changed_params()
@@ -671,7 +673,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             warning) where the CUDA backend is unavailable.
         """
         state = persistence.read_state(path, select=saved_array_names)
-        est = cls(**_loadable_params(state["meta"], device, path))
+        est = cls(**loadable_params(state["meta"], cls().get_params(deep=False), device, path))
         est._set_state(state, source=path)
         return est
 
@@ -779,34 +781,3 @@ _LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay
 #: Parameters that ``partial_fit`` does not use or reads at every call.
 _IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
                           "batch_size", "validation_fraction", "random_state"})
-
-
-def _read_checkpoint(path):
-    """The state of a checkpoint to resume from (only the members a model file defines)."""
-    return persistence.read_state(path, select=saved_array_names)
-
-
-def _loadable_params(meta, device, path):
-    """The constructor parameters of a saved estimator, checked, for this machine.
-
-    Unknown names are refused; ``checkpoint_dir`` is never taken from a file
-    (where training writes is a choice of the caller, not of the file's
-    author): a loaded estimator checkpoints only after ``set_params``.
-    """
-    params = meta.get("params")
-    if not isinstance(params, dict):
-        raise ValueError(f"{path}: not a valid ctre_sparse model file (meta params must be an "
-                         "object)")
-    unknown = sorted(set(params) - set(CTREClassifier().get_params(deep=False)))
-    if unknown:
-        raise ValueError(f"{path}: not a valid ctre_sparse model file (unknown parameters "
-                         f"{unknown})")
-    params = params_for_this_machine(with_legacy_defaults(params), device, path)
-    try:
-        params["dtype"] = np.dtype(params["dtype"]).type
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-    except (TypeError, KeyError) as exc:
-        raise ValueError(f"{path}: not a valid ctre_sparse model file (parameter "
-                         f"{exc})") from None
-    params["checkpoint_dir"] = None
-    return params
