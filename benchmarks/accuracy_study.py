@@ -362,11 +362,13 @@ def resolved_params(params, epochs, method, dataset, epsilon):
 
 
 def recorded_resolution(r):
-    """A run's recorded preset values; runs from before ``weight_decay`` followed the preset
-    trained with the estimator's fixed 1e-4 (or the value their params gave)."""
+    """A run's recorded preset values; runs from before ``weight_decay`` and ``dropout``
+    followed the preset trained with the estimator's fixed 1e-4 and 0.0 (or the values
+    their params gave)."""
     rec = r.get("resolved")
-    if rec is not None and "weight_decay" not in rec:
-        rec = {**rec, "weight_decay": float(r["params"].get("weight_decay", 1e-4))}
+    for name, before in (("weight_decay", 1e-4), ("dropout", 0.0)):
+        if rec is not None and name not in rec:
+            rec = {**rec, name: float(r["params"].get(name, before))}
     return rec
 
 

@@ -16,9 +16,9 @@ __all__ = ["check_number", "hidden_sizes", "check_params", "params_json", "PRESE
 #: learning rate is at most :data:`RIGL_MAX_LR`.
 PRESETS = {
     "default": {"init": "he_sparse", "grow_init": "threshold", "learning_rate": "fan_in",
-                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3},
+                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3, "dropout": 0.05},
     "paper": {"init": "he", "grow_init": "he", "learning_rate": 0.01, "lr_schedule": "constant",
-              "warmup_epochs": 0, "weight_decay": 1e-4},
+              "warmup_epochs": 0, "weight_decay": 1e-4, "dropout": 0.0},
 }
 #: Peak learning rate of the presets for ``growth="rigl"``: its gradient-chasing
 #: growth piles connections onto a few neurons and diverged at 0.3 (docs/accuracy.md).
@@ -77,7 +77,7 @@ def fan_in_learning_rate(sizes, epsilon=None, density=None):
 
 def resolved(est, sizes=None):
     """The preset-dependent settings of ``est``: ``init``, ``grow_init``, ``learning_rate``,
-    ``schedule``, ``weight_decay``.
+    ``schedule``, ``weight_decay``, ``dropout``.
 
     ``sizes`` (the layer sizes, inputs to classes) is needed only where the
     learning rate follows the network (:func:`fan_in_learning_rate`);
@@ -104,7 +104,7 @@ def resolved(est, sizes=None):
         schedule = WarmupCosine(float(lr), int(est.max_epochs), warmup)
     return {"init": cfg["init"], "grow_init": cfg["grow_init"],
             "learning_rate": None if lr is None else float(lr), "schedule": schedule,
-            "weight_decay": float(cfg["weight_decay"])}
+            "weight_decay": float(cfg["weight_decay"]), "dropout": float(cfg["dropout"])}
 
 
 def _shown(value):
@@ -168,7 +168,8 @@ def check_params(est, growths, activations):
     if est.cosine_mode not in ("auto", "exact", "sketch", "index"):
         raise ValueError(f"cosine_mode must be 'auto', 'exact', 'sketch' or 'index', "
                          f"got {est.cosine_mode!r}")
-    check_number("dropout", est.dropout, 0, 1)
+    if est.dropout is not None:
+        check_number("dropout", est.dropout, 0, 1)
     check_number("checkpoint_every", est.checkpoint_every, 1, None, integer=True)
     if est.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {_shown(est.device)!r}")

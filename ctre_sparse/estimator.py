@@ -5,7 +5,7 @@ epoch (prune the ``zeta`` fraction of smallest weights, regrow as many by
 cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim;
 or by gradient magnitude: RigL). ``preset="default"`` is the configuration
 that docs/accuracy.md chose for extreme sparsity (weights scaled to each
-neuron's real fan-in, warm-up and cosine decay, L2 1e-3); ``preset="paper"``
+neuron's real fan-in, warm-up and cosine decay, L2 1e-3, dropout 0.05); ``preset="paper"``
 is the CTRE paper's MADELON run (Atashgahi et al., "A brain-inspired algorithm
 for training highly sparse neural networks", Machine Learning 2022: ``--lr
 0.01 --zeta 0.2 --epsilon 1`` with three ReLU hidden layers of 1000), except
@@ -100,6 +100,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         lr_schedule     "cosine"             "constant"
         warmup_epochs   5                    0
         weight_decay    1e-3                 1e-4
+        dropout         0.05                 0.0
         ==============  ===================  ==================================
 
         ``k`` is the network's mean number of inputs per neuron (about
@@ -169,8 +170,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         Each epoch's choices are in ``history_`` (``cosine_modes``). Models
         saved before this parameter existed load as ``"exact"`` (or
         ``"auto"`` with ``cosine_approx_dim``), which is what they ran.
-    dropout : float in [0, 1), default 0.0
-        Dropout on hidden activations during training.
+    dropout : float in [0, 1), optional
+        Dropout on hidden activations during training. None: the preset's
+        (``"default"`` 0.05, ``"paper"`` 0.0).
     standardize : bool, default True
         Scale every input feature to zero mean and unit variance with the
         statistics of the data given to the first :meth:`fit` (or the first
@@ -240,7 +242,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  momentum=0.9, nesterov=True, weight_decay=None, batch_size=100,
                  max_epochs=100, validation_fraction=0.1, patience=40, cosine_samples=None,
                  cosine_approx_dim=None, cosine_approx_oversample=4, cosine_mode="auto",
-                 dropout=0.0, standardize=True, random_state=None, verbose=0, backend="auto",
+                 dropout=None, standardize=True, random_state=None, verbose=0, backend="auto",
                  device="cpu", distributed=None, checkpoint_dir=None, checkpoint_every=1,
                  dtype=np.float32, preset="default", init=None, grow_init=None,
                  lr_schedule=None, warmup_epochs=None):
@@ -362,7 +364,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         sparsity = ({"density": float(self.density)} if self.density is not None
                     else {"epsilon": float(self.epsilon)})
         cfg = resolved(self, sizes)
-        model = SparseMLP(sizes, activation=self.activation, dropout=float(self.dropout),
+        model = SparseMLP(sizes, activation=self.activation, dropout=cfg["dropout"],
                           dtype=np.dtype(self.dtype), backend=self.backend, init=cfg["init"],
                           random_state=np.random.default_rng(seeds[1]), **sparsity)
         if self.device == "cuda":

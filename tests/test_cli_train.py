@@ -41,16 +41,19 @@ def test_train_digits_end_to_end(tmp_path, capsys):
     model = CTREClassifier.load(out / "model.npz")
     assert model.n_iter_ == 3 and model.hidden_layer_sizes == (32,)
     assert model.weight_decay is None and model._trainer.optimizer.weight_decay == 1e-3
+    assert model.dropout is None and model._trainer.model.dropout == 0.05
 
 
-def test_train_weight_decay_flag_reaches_the_optimizer(tmp_path):
+def test_train_weight_decay_and_dropout_flags_reach_the_model(tmp_path):
     out = tmp_path / "wd"
     assert main(["train", "--epochs", "1", "--hidden", "16", "--epsilon", "5", "--quiet",
-                 "--weight-decay", "0.02", "--preset", "paper", "--out", str(out)]) == 0
+                 "--weight-decay", "0.02", "--dropout", "0.2", "--preset", "paper",
+                 "--out", str(out)]) == 0
     from ctre_sparse import CTREClassifier
 
     model = CTREClassifier.load(out / "model.npz")
     assert model.weight_decay == 0.02 and model._trainer.optimizer.weight_decay == 0.02
+    assert model.dropout == 0.2 and model._trainer.model.dropout == 0.2
     assert model.preset == "paper" and model._trainer.optimizer.learning_rate == 0.01
 
 

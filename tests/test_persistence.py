@@ -348,6 +348,7 @@ def test_files_from_before_the_presets_load_in_the_authors_regime(data, tmp_path
     for name in ("preset", "init", "grow_init", "lr_schedule", "warmup_epochs"):
         del meta["params"][name]
     meta["params"]["weight_decay"] = 1e-4  # what every file from before the presets holds
+    meta["params"]["dropout"] = 0.0
     tree = json.loads(str(members["state_json"]))
     del tree["updater"]["grow_init"]
     members["meta_json"] = np.array(json.dumps(meta))
@@ -356,4 +357,5 @@ def test_files_from_before_the_presets_load_in_the_authors_regime(data, tmp_path
     old = CTREClassifier.load(tmp_path / "old.npz")
     assert old.preset == "paper" and old.init is None and old._trainer.updater.grow_init == "he"
     assert old.weight_decay == old._trainer.optimizer.weight_decay == 1e-4
+    assert old.dropout == old._trainer.model.dropout == 0.0
     assert_same_model(clf, old)

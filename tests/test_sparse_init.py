@@ -135,6 +135,8 @@ def test_presets_resolve_and_explicit_values_win():
     assert short["schedule"].warmup == 1    # the warm-up never takes the whole run
     assert (default["weight_decay"], paper["weight_decay"]) == (1e-3, 1e-4)
     assert resolved(CTREClassifier(preset="paper", weight_decay=0.0))["weight_decay"] == 0.0
+    assert (default["dropout"], paper["dropout"]) == (0.05, 0.0)
+    assert resolved(CTREClassifier(dropout=0.0))["dropout"] == 0.0
 
 
 def test_weight_decay_follows_the_preset_into_the_optimizer():
@@ -150,6 +152,22 @@ def test_weight_decay_follows_the_preset_into_the_optimizer():
     assert paper._trainer.optimizer.weight_decay == PRESETS["paper"]["weight_decay"]
     with pytest.raises(ValueError, match="weight_decay"):
         CTREClassifier(weight_decay=-1.0).validate_params()
+
+
+def test_dropout_follows_the_preset_into_the_model():
+    """None takes the preset's dropout; an explicit value wins; a trained model keeps its own."""
+    X = np.random.default_rng(0).standard_normal((120, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    kw = dict(hidden_layer_sizes=(12,), epsilon=2, max_epochs=1, random_state=0)
+    clf = CTREClassifier(**kw).fit(X, y)
+    assert clf._trainer.model.dropout == PRESETS["default"]["dropout"] > 0
+    assert CTREClassifier(preset="paper", **kw).fit(X, y)._trainer.model.dropout == 0.0
+    assert CTREClassifier(dropout=0.3, **kw).fit(X, y)._trainer.model.dropout == 0.3
+    with pytest.raises(ValueError, match="cannot change.*dropout"):
+        clf.set_params(dropout=0.3).partial_fit(X, y)
+    for bad in (-0.1, 1.0, "0.1"):
+        with pytest.raises(ValueError, match="dropout"):
+            CTREClassifier(dropout=bad).validate_params()
 
 
 @pytest.mark.parametrize("params, match", [
