@@ -18,6 +18,10 @@ tried") and none was kept:
 ``zeta_decay``
     The pruned fraction follows RigL's cosine decay, ``zeta * (1 + cos(pi t / T)) / 2``
     over the run's T epochs, instead of staying at ``zeta``.
+``topology_end``
+    No topology update after the first 75 % of the run's epochs (RigL's
+    ``T_end``): the connections grown last get the rest of the run to train,
+    where under the cosine learning-rate decay the late ones barely move.
 ``label_smoothing``
     The loss's targets are ``0.9 * onehot + 0.1 / n_classes`` instead of the one-hot
     codes (Szegedy et al. 2016): a network that fits its training set exactly
@@ -146,6 +150,17 @@ def patch_zeta_decay(epochs):
     Trainer._update_topology = decayed
 
 
+def patch_topology_end(epochs, fraction=0.75):
+    plain = Trainer._update_topology
+    last = int(fraction * epochs)   # updates run before epochs 1 .. last-1 (0-based)
+
+    def stopped(self, X, y):
+        if self.epoch >= last:
+            return {"n_pruned": 0, "n_cosine": 0, "n_random": 0}, 0.0
+        return plain(self, X, y)
+    Trainer._update_topology = stopped
+
+
 #: The live neurons of every layer, (sources, targets) boolean masks, during an update.
 _LIVE = {}
 
@@ -215,6 +230,15 @@ def patch_dead_end_aware():
     growth._random_pick = pick
 
 
+def _run_length(name, accuracy_study, rest):
+    """The epochs of the study's runs (one length for all of them, else SystemExit)."""
+    args = accuracy_study.parse_args(rest)
+    if args.epochs is None and args.datasets and len(set(
+            accuracy_study.EPOCHS[d] for d in args.datasets)) > 1:
+        raise SystemExit(f"{name}: give --epochs, or data sets of one run length")
+    return args.epochs or accuracy_study.EPOCHS[(args.datasets or ["digits"])[0]]
+
+
 def main(argv):
     from benchmarks import accuracy_study
 
@@ -227,15 +251,12 @@ def main(argv):
         patch_label_smoothing()
     elif name == "dead_end_aware":
         patch_dead_end_aware()
-    elif name == "zeta_decay":
-        args = accuracy_study.parse_args(rest)
-        if args.epochs is None and args.datasets and len(set(
-                accuracy_study.EPOCHS[d] for d in args.datasets)) > 1:
-            raise SystemExit("zeta_decay: give --epochs, or data sets of one run length")
-        patch_zeta_decay(args.epochs or accuracy_study.EPOCHS[(args.datasets or ["digits"])[0]])
+    elif name in ("zeta_decay", "topology_end"):
+        patch = patch_zeta_decay if name == "zeta_decay" else patch_topology_end
+        patch(_run_length(name, accuracy_study, rest))
     else:
         raise SystemExit(f"unknown ablation {name!r}: balanced_init, centered_cosine, zeta_decay, "
-                         "dead_end_aware, label_smoothing")
+                         "topology_end, dead_end_aware, label_smoothing")
     return accuracy_study.main(rest)
 
 

@@ -33,7 +33,7 @@ def test_balanced_layer_keeps_the_count_and_the_weight_bounds():
 
 
 @pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
-                                  "dead_end_aware", "label_smoothing"])
+                                  "topology_end", "dead_end_aware", "label_smoothing"])
 def test_each_ablation_runs_through_the_study(name, tmp_path, monkeypatch):
     for owner, attr in ((mlp, "erdos_renyi"), (growth.CosineGrowth, "_cosine"),
                         (Trainer, "_update_topology"), (growth, "_random_pick"),
@@ -81,3 +81,17 @@ def test_label_smoothing_gradient_is_that_of_the_smoothed_targets(monkeypatch):
     target = 0.9 * np.eye(4)[:, y] + 0.1 / 4
     np.testing.assert_allclose(mlp.cross_entropy_grad(P, y), (P - target) / 5)
     np.testing.assert_allclose(mlp.cross_entropy_grad(P, y, n_total=10), (P - target) / 10)
+
+
+def test_topology_end_stops_the_updates_after_three_quarters_of_the_run(monkeypatch):
+    monkeypatch.setattr(Trainer, "_update_topology", Trainer._update_topology)
+    ab.patch_topology_end(8)
+    X = np.random.default_rng(0).standard_normal((6, 40)).astype(np.float32)
+    y = np.arange(40) % 3
+    model = mlp.SparseMLP([6, 30, 3], epsilon=2, random_state=0)
+    from ctre_sparse.nn.optim import SGD
+
+    trainer = Trainer(model, SGD(0.05), TopologyUpdater(zeta=0.3, growth="random"),
+                      batch_size=10, random_state=0)
+    pruned = [trainer.run_epoch(X, y)["n_pruned"] for _ in range(8)]
+    assert pruned[0] == 0 and all(n > 0 for n in pruned[1:6]) and pruned[6:] == [0, 0]
