@@ -25,10 +25,11 @@ import numpy as np
 from ctre_sparse import CTREClassifier
 
 #: The run compared with one process: cosine and random growth, a last batch of
-#: 1 sample (540 training samples = 7 x 77 + 1: rank 0's shard of it is empty).
+#: 1 sample (540 training samples = 7 x 77 + 1: rank 0's shard of it is empty); no
+#: dropout (each rank draws its own masks: the "dropout" run below).
 PARAMS = dict(hidden_layer_sizes=(24, 24), epsilon=3, zeta=0.3, growth="ctre_sim",
               learning_rate=0.05, batch_size=77, max_epochs=5, validation_fraction=0.1,
-              random_state=3)
+              random_state=3, dropout=0.0)
 #: The resume runs stop after 3 epochs of a max_epochs=3 run and resume to 5: the same as a
 #: 5-epoch run only at a constant rate (the default schedule spans max_epochs).
 RESUME_PARAMS = {**PARAMS, "lr_schedule": "constant"}
