@@ -30,7 +30,7 @@ OUTPUT_FILES = ("history.json", "model.npz", "checkpoint.npz", "learning_curves.
 
 logger = logging.getLogger(__name__)
 
-#: Defaults of the command (measured on 2 shared cores: ~3-10 s, test accuracy 0.96-0.98).
+#: Defaults of the command (measured on 2 shared cores: ~5-15 s, test accuracy 0.97-0.98).
 DEFAULTS = dict(dataset="digits", growth="ctre_seq", epsilon=10.0, zeta=0.2, epochs=40,
                 hidden="256,256", learning_rate=None, weight_decay=None, dropout=None, batch_size=100,
                 activation="relu",
