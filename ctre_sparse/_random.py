@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_random_state", "sample_positions"]
+__all__ = ["check_random_state", "sample_positions", "seed_entropy"]
 
 
 def check_random_state(seed):
@@ -75,3 +75,19 @@ def _sorted_unique(a):
     first[:1] = True
     np.not_equal(a[1:], a[:-1], out=first[1:])
     return a[first]
+
+
+def seed_entropy(random_state):
+    """The root entropy (an int) of a run seeded by ``random_state``.
+
+    None draws fresh entropy; an int is its own root; a Generator or
+    RandomState gives one draw of it. ValueError for anything else.
+    """
+    rs = random_state
+    if isinstance(rs, np.random.Generator):
+        return int(rs.integers(0, 2**63 - 1))
+    if isinstance(rs, np.random.RandomState):
+        return int(rs.randint(0, 2**31 - 1))
+    if rs is None or isinstance(rs, numbers.Integral):
+        return int(np.random.SeedSequence(rs).entropy)
+    raise ValueError(f"random_state must be None, an int or a numpy Generator, got {rs!r}")

@@ -15,7 +15,6 @@ for training highly sparse neural networks", Machine Learning 2022: ``--lr
 from __future__ import annotations
 
 import logging
-import numbers
 import sys
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from . import persistence
 from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
                                loadable_params, plain, read_checkpoint, restored_scaling,
                                saved_array_names, storable_classes)
+from ._fit_data import class_codes, fitted_classes, standardization
 from ._params import check_params, hidden_sizes, params_json, resolved
+from ._random import seed_entropy
 from ._split import validation_indices
 from ._version import __version__
 from .device import to_host
@@ -311,17 +312,6 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def _validate_X(self, X, reset):
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64])
 
-    def _fit_scaling(self, X):
-        """Set ``input_mean_`` / ``input_scale_`` from ``X`` (identity without ``standardize``)."""
-        n_features = X.shape[1]
-        if not self.standardize:
-            self.input_mean_ = np.zeros(n_features)
-            self.input_scale_ = np.ones(n_features)
-            return
-        self.input_mean_ = X.mean(axis=0, dtype=np.float64)
-        scale = X.std(axis=0, dtype=np.float64)
-        self.input_scale_ = np.where(scale > 0, scale, 1.0)
-
     def _feature_major(self, X):
         """Standardized, sample-major (n, d) -> feature-major (d, n), in the model dtype.
 
@@ -336,19 +326,6 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         return out.T
 
     # ------------------------------------------------------------ construction
-    def _seed_sequence(self):
-        rs = self.random_state
-        if isinstance(rs, np.random.Generator):
-            entropy = int(rs.integers(0, 2**63 - 1))
-        elif isinstance(rs, np.random.RandomState):
-            entropy = int(rs.randint(0, 2**31 - 1))
-        elif rs is None or isinstance(rs, numbers.Integral):
-            entropy = np.random.SeedSequence(rs).entropy
-        else:
-            raise ValueError(f"random_state must be None, an int or a numpy Generator, "
-                             f"got {rs!r}")
-        return int(entropy)
-
     def _build(self, n_features, n_classes, entropy):
         """Create model, optimizer, topology updater and trainer (fresh weights).
 
@@ -460,9 +437,9 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=first, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         if first:
-            self._init_classes(y, classes)
-            self._fit_scaling(X)
-        codes = self._encode(y)
+            self.classes_ = fitted_classes(y, classes)
+            self.input_mean_, self.input_scale_ = standardization(X, self.standardize)
+        codes = class_codes(self.classes_, y)
         comm = self._comm = mpi.connect(self) if self.distributed else None
         try:
             self._prepare(X, codes, incremental, first, resume)
@@ -491,7 +468,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         elif not first:
             self._apply_changed_params()
         else:
-            entropy = mpi.from_root(comm, self._seed_sequence)
+            entropy = mpi.from_root(comm, seed_entropy, self.random_state)
             split_seed = self._build(X.shape[1], len(self.classes_), entropy)
             self._entropy = entropy
             self._val_idx = (np.zeros(0, np.int64) if incremental
@@ -499,28 +476,6 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             self._fingerprint = None if incremental else fingerprint(X, codes, self.dtype)
             self.history_ = []
             self.n_iter_ = 0
-
-    def _init_classes(self, y, classes):
-        if classes is not None:
-            self.classes_ = np.unique(np.asarray(classes))
-            unknown = np.setdiff1d(np.unique(y), self.classes_)
-            if unknown.size:
-                raise ValueError(f"y has labels {unknown.tolist()} not in classes "
-                                 f"{self.classes_.tolist()}")
-        else:
-            self.classes_ = np.unique(y)
-        if len(self.classes_) < 2:
-            raise ValueError(f"CTREClassifier needs samples of at least 2 classes, got 1 class "
-                             f"({self.classes_.tolist()})")
-
-    def _encode(self, y):
-        codes = np.searchsorted(self.classes_, y)
-        codes = np.clip(codes, 0, len(self.classes_) - 1)
-        bad = self.classes_[codes] != y
-        if np.any(bad):
-            raise ValueError(f"y has labels {np.unique(np.asarray(y)[bad]).tolist()} not seen "
-                             f"on the first call; classes_ is {self.classes_.tolist()}")
-        return codes.astype(np.int64)
 
     def _train(self, X, codes, val_idx, epochs, callbacks, final):
         train_mask = np.ones(X.shape[0], dtype=bool)

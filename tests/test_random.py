@@ -43,6 +43,17 @@ def test_bad_seed_rejected(bad):
         check_random_state(bad)
 
 
+def test_seed_entropy_of_every_kind_of_seed():
+    from ctre_sparse._random import seed_entropy
+
+    assert seed_entropy(7) == seed_entropy(7) == np.random.SeedSequence(7).entropy
+    assert seed_entropy(np.random.default_rng(3)) == seed_entropy(np.random.default_rng(3))
+    assert seed_entropy(np.random.RandomState(3)) == seed_entropy(np.random.RandomState(3))
+    assert isinstance(seed_entropy(None), int)
+    with pytest.raises(ValueError, match="random_state must be None, an int or a numpy Generator"):
+        seed_entropy("0")
+
+
 # ------------------------------------------------------------------ sample_positions
 def _check_valid(keys, total, count):
     assert keys.dtype == np.int64
