@@ -81,7 +81,8 @@ def _trainer(args, communicator):
     from ctre_sparse.training import Trainer
 
     sizes = [784] + [args.hidden] * N_HIDDEN_LAYERS + [10]
-    model = SparseMLP(sizes, epsilon=args.epsilon, dtype=np.dtype(args.dtype), random_state=0)
+    model = SparseMLP(sizes, epsilon=args.epsilon, dtype=np.dtype(args.dtype), init="he",
+                      random_state=0)
     updater = TopologyUpdater(zeta=0.3, growth="cosine", cosine_samples=args.cosine_samples)
     return Trainer(model, SGD(0.01), updater, batch_size=args.batch_size, random_state=1,
                    communicator=communicator)

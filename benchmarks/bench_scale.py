@@ -155,7 +155,7 @@ def run_width(width, args):
         n_classes = N_CLASSES
     sizes = [X.shape[0]] + [width] * 3 + [n_classes]
     t0 = time.perf_counter()
-    model = SparseMLP(sizes, "relu", epsilon=EPSILON, random_state=args.seed)
+    model = SparseMLP(sizes, "relu", epsilon=EPSILON, init="he", random_state=args.seed)
     build = time.perf_counter() - t0
     nnz = model.n_connections
     logger.info("width %d: %s connections, model built in %.1f s", width, f"{nnz:,}", build)

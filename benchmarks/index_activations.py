@@ -46,7 +46,7 @@ def main(argv=None):
     Xtr, Xte, _, _ = standardize(ds.X_train, ds.X_test)
     Xtr_fm = np.ascontiguousarray(Xtr.T)
     sizes = [Xtr.shape[1]] + [args.width] * args.hidden + [int(ds.y_train.max()) + 1]
-    model = SparseMLP(sizes, "relu", epsilon=10, random_state=args.seed)
+    model = SparseMLP(sizes, "relu", epsilon=10, init="he", random_state=args.seed)
     updater = TopologyUpdater(0.2, "ctre_sim", cosine_samples=1000, cosine_mode="exact")
     trainer = Trainer(model, SGD(0.01, momentum=0.9, nesterov=True, weight_decay=1e-4), updater,
                       batch_size=100, random_state=args.seed)

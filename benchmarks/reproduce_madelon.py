@@ -169,7 +169,7 @@ def build_trainer(method, seed, args):
     from ctre_sparse.topology import TopologyUpdater
 
     seeds = np.random.SeedSequence(seed).spawn(2)
-    model = SparseMLP([500, *HIDDEN, 2], activation="relu", epsilon=args.epsilon,
+    model = SparseMLP([500, *HIDDEN, 2], activation="relu", epsilon=args.epsilon, init="he",
                       backend=args.backend, random_state=np.random.default_rng(seeds[0]))
     if args.init_scale == "sparse":
         for layer in model.layers:  # He bound for the actual mean fan-in, not the dense one

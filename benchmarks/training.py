@@ -208,7 +208,7 @@ def build_model(config, width, random_state=None):
     """The benchmarked :class:`SparseMLP` (784-width-width-width-10)."""
     rng = config.seed if random_state is None else random_state
     return SparseMLP(layer_sizes(width), "relu", epsilon=config.epsilon, dtype=config.dtype,
-                     backend=config.backend, random_state=rng)
+                     init="he", backend=config.backend, random_state=rng)
 
 
 def _optimizer(config):
@@ -235,7 +235,7 @@ def warm_up(config):
     """Two epochs of a small network with the same backend and growth (JIT stays off the clock)."""
     small = replace(config, cosine_samples=min(config.cosine_samples, 128))
     X, y = make_data(256, seed=config.seed + 99, dtype=config.dtype)
-    model = SparseMLP(layer_sizes(48), "relu", epsilon=4, dtype=config.dtype,
+    model = SparseMLP(layer_sizes(48), "relu", epsilon=4, dtype=config.dtype, init="he",
                       backend=config.backend, random_state=config.seed + 99)
     trainer = build_trainer(small, model)
     X, sync = to_device(config, trainer, X)

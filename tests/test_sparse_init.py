@@ -43,6 +43,9 @@ def test_he_sparse_preserves_the_signal_at_epsilon_1():
     # ReLU halves the second moment of a zero-mean pre-activation whose variance He keeps at
     # 2 q: the RMS stays near 1 (lower where neurons have no input at all)
     assert all(0.3 < r < 2.0 for r in rms["he_sparse"]), rms
+    default = SparseMLP([500, 1000, 1000, 1000, 2], epsilon=1, random_state=1)
+    for layer, sparse in zip(default.layers, model.layers):   # the default is "he_sparse"
+        np.testing.assert_array_equal(layer.W.data, sparse.W.data)
 
 
 def _update(grow_init, seed=0):
@@ -210,7 +213,8 @@ def test_fan_in_learning_rate_reaches_the_optimizer():
 
 
 def test_paper_preset_is_the_authors_regime():
-    """preset="paper" trains exactly as the training core with the pre-preset defaults."""
+    """preset="paper" trains exactly as the training core with the authors' settings (the
+    dense-fan-in init, He regrowth, constant 0.01, L2 1e-4, no dropout)."""
     from ctre_sparse.topology import TopologyUpdater as TU
     from ctre_sparse.training import Trainer
 
@@ -220,7 +224,8 @@ def test_paper_preset_is_the_authors_regime():
     clf = CTREClassifier(hidden_layer_sizes=(16,), epsilon=2, max_epochs=3, preset="paper",
                          validation_fraction=0.0, growth="random", random_state=3).fit(X, y)
     seeds = np.random.SeedSequence(clf._entropy).spawn(3)
-    model = SparseMLP([6, 16, 2], epsilon=2.0, random_state=np.random.default_rng(seeds[1]))
+    model = SparseMLP([6, 16, 2], epsilon=2.0, init="he",
+                      random_state=np.random.default_rng(seeds[1]))
     trainer = Trainer(model, SGD(0.01, momentum=0.9, nesterov=True, weight_decay=1e-4),
                       TU(0.2, "random", cosine_samples=2**62, patience=40), batch_size=100,
                       random_state=np.random.default_rng(seeds[2]))

@@ -86,7 +86,12 @@ class SparseMLP(PicklesArrayModule):
     dropout : float, default 0.0
         Dropout rate on hidden activations during training.
     dtype : dtype, default float32
-    init : {"he", "glorot"}, default "he"
+    init : {"he_sparse", "he", "glorot"}, default "he_sparse"
+        Initial weights (:func:`~ctre_sparse.nn.init.erdos_renyi`): "he_sparse"
+        scales each neuron's weights to its real number of inputs, so the
+        signal keeps its scale through very sparse layers; "he" and "glorot"
+        to the dense fan-in (the CTRE authors' choice, under which a layer
+        with a few inputs per neuron shrinks the signal; docs/accuracy.md).
     backend : str, default "auto"
         Backend of the sparse ops.
     index_dtype : dtype, optional
@@ -104,7 +109,7 @@ class SparseMLP(PicklesArrayModule):
     """
 
     def __init__(self, layer_sizes, activation="relu", *, epsilon=None, density=None,
-                 dropout=0.0, dtype=np.float32, init="he", backend="auto", index_dtype=None,
+                 dropout=0.0, dtype=np.float32, init="he_sparse", backend="auto", index_dtype=None,
                  random_state=None):
         sizes = [int(s) for s in layer_sizes]
         if len(sizes) < 2 or min(sizes) < 1:
