@@ -182,7 +182,8 @@ def patch_dead_end_aware():
     from ctre_sparse import ops
     from ctre_sparse.topology import updater
 
-    plain_update, plain_layer = updater.TopologyUpdater.update, updater.TopologyUpdater._update_layer
+    Updater = updater.TopologyUpdater
+    plain_update, plain_layer = Updater.update, Updater._update_layer
     plain_prune, plain_cosine, plain_pick = ops.prune_magnitude, growth.CosineGrowth._cosine, \
         growth._random_pick
 

@@ -1,6 +1,6 @@
 """Helpers of :class:`~ctre_sparse.CTREClassifier`'s saved state (private to estimator.py).
 
-Functions of the values they are given (but :func:`read_checkpoint`, which
+Functions of the values they are given (but :func:`read_saved_state`, which
 reads a file): the estimator owns its state (``_get_state`` / ``_set_state``)
 and calls them; :mod:`ctre_sparse.persistence` turns that state into a file
 and back.
@@ -224,17 +224,18 @@ def _check_saved_layer(arrays, i, n_in, n_out):
         raise ValueError(f"layer {i}: the bias holds NaN or Inf")
 
 
-def read_checkpoint(path):
-    """The state of a checkpoint to resume from (only the members a model file defines)."""
+def read_saved_state(path):
+    """The state in a model file or checkpoint (only the members a model file defines)."""
     return persistence.read_state(path, select=saved_array_names)
 
 
 def loadable_params(meta, known, device, path):
     """The constructor parameters of a saved estimator, checked, for this machine.
 
-    ``known``: the names the estimator's constructor takes; unknown names are refused; ``checkpoint_dir`` is never taken from a file
-    (where training writes is a choice of the caller, not of the file's
-    author): a loaded estimator checkpoints only after ``set_params``.
+    ``known``: the names the estimator's constructor takes; unknown names are
+    refused. ``checkpoint_dir`` is never taken from a file (where training
+    writes is a choice of the caller, not of the file's author): a loaded
+    estimator checkpoints only after ``set_params``.
     """
     params = meta.get("params")
     if not isinstance(params, dict):

@@ -26,8 +26,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import persistence
 from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
-                               loadable_params, plain, read_checkpoint, restored_scaling,
-                               saved_array_names, storable_classes)
+                               loadable_params, plain, read_saved_state, restored_scaling,
+                               storable_classes)
 from ._fit_data import class_codes, fitted_classes, standardization
 from ._params import check_params, hidden_sizes, params_json, resolved
 from ._random import seed_entropy
@@ -463,7 +463,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         comm = self._comm
         checkpoint = mpi.from_root(comm, self._resume_path, resume) if not incremental else None
         if checkpoint is not None:
-            state = mpi.from_root(comm, read_checkpoint, checkpoint)
+            state = mpi.from_root(comm, read_saved_state, checkpoint)
             self._set_state(state, X, codes, source=checkpoint)
         elif not first:
             self._apply_changed_params()
@@ -629,7 +629,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             a model saved with ``device="cuda"`` loads on the CPU (with a
             warning) where the CUDA backend is unavailable.
         """
-        state = persistence.read_state(path, select=saved_array_names)
+        state = read_saved_state(path)
         est = cls(**loadable_params(state["meta"], cls().get_params(deep=False), device, path))
         est._set_state(state, source=path)
         return est

@@ -1,4 +1,5 @@
-"""benchmarks/accuracy_study.py: which recorded runs count as the current default (``--current``)."""
+"""benchmarks/accuracy_study.py: which recorded runs count as the current default
+(``--current``)."""
 
 from benchmarks import accuracy_study as study
 

@@ -1,6 +1,5 @@
 """topk_cosine: exact top-k of |cos| over absent pairs, against brute force, in bounded memory."""
 
-
 import numpy as np
 import pytest
 

@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 #: Defaults of the command (measured on 2 shared cores: ~5-15 s, test accuracy 0.97-0.98).
 DEFAULTS = dict(dataset="digits", growth="ctre_seq", epsilon=10.0, zeta=0.2, epochs=40,
-                hidden="256,256", learning_rate=None, weight_decay=None, dropout=None, batch_size=100,
-                activation="relu",
-                seed=0, backend="auto", device="cpu", checkpoint_every=10, patience=40,
+                hidden="256,256", learning_rate=None, weight_decay=None, dropout=None,
+                batch_size=100, activation="relu", seed=0, backend="auto", device="cpu",
+                checkpoint_every=10, patience=40,
                 cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4,
                 cosine_mode="auto", preset="default")
 
