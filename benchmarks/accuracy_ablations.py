@@ -35,6 +35,13 @@ tried") and none was kept:
     3 x 1000 network's output layer has about 100 inputs per neuron against 1-2 in
     the hidden layers, so under the shared rate its pre-activations move about
     seven times as far per step as theirs.
+``weight_average``
+    Validation, test scores and the fitted model use an exponential moving
+    average of the weights over the SGD steps (Polyak averaging; decay
+    ``1 - 1 / n``, ``n`` the epoch's number of batches, so it spans about one
+    epoch), while training and the topology updates run on the raw weights. A
+    connection's average starts at its value when it is grown; pruned
+    connections drop out of it.
 ``dead_end_aware``
     A connection is a dead end when its source neuron has no input (it passes on
     a constant) or its target neuron has no output (nothing reads it); at epsilon
@@ -195,6 +202,70 @@ def patch_layer_lr():
     optim.SGD.step = step
 
 
+def _linear_keys(W):
+    return np.asarray(W.row_indices()).astype(np.int64) * W.n_in + np.asarray(W.indices)
+
+
+def patch_weight_average():
+    plain_topology, plain_batches = Trainer._update_topology, Trainer._train_batches
+    from ctre_sparse.nn import optim
+    plain_step = optim.SGD.step
+    state = {}  # "avg": [(W.data average, b average)], "raw": the raw ones while averages sit in
+
+    def swap_raw_in(self):
+        if state.get("trainer") is not self:  # a new run of the study's process
+            state.clear()
+            state["trainer"] = self
+        raw = state.pop("raw", None)
+        if raw is not None:
+            for layer, (w, b) in zip(self.model.layers, raw):
+                layer.W.data[:] = w
+                layer.b[:] = b
+
+    def step(self, model):
+        plain_step(self, model)
+        avg, d = state.get("avg"), state["decay"]
+        if avg is None:
+            state["avg"] = [(layer.W.data.copy(), layer.b.copy()) for layer in model.layers]
+            return
+        for layer, (w, b) in zip(model.layers, avg):
+            w *= d
+            w += (1.0 - d) * layer.W.data
+            b *= d
+            b += (1.0 - d) * layer.b
+
+    def topology(self, X, y):
+        swap_raw_in(self)
+        avg = state.get("avg")
+        before = [_linear_keys(layer.W) for layer in self.model.layers] if avg else None
+        if avg and not all(np.all(np.diff(k) > 0) for k in before):
+            raise RuntimeError("weight_average needs canonical CSR (sorted, unique columns)")
+        out = plain_topology(self, X, y)
+        if avg:
+            for i, layer in enumerate(self.model.layers):
+                keys = _linear_keys(layer.W)
+                pos = np.minimum(np.searchsorted(before[i], keys), before[i].size - 1)
+                found = before[i][pos] == keys
+                w = layer.W.data.copy()
+                w[found] = avg[i][0][pos[found]]
+                avg[i] = (w, avg[i][1])
+        return out
+
+    def batches(self, X, y):
+        swap_raw_in(self)
+        state["decay"] = 1.0 - 1.0 / max(1, -(-X.shape[1] // self.batch_size))
+        out = plain_batches(self, X, y)
+        state["raw"] = [(layer.W.data.copy(), layer.b.copy()) for layer in self.model.layers]
+        for layer, (w, b) in zip(self.model.layers, state["avg"]):
+            layer.W.data[:] = w
+            layer.b[:] = b
+        return out
+
+    optim.SGD.step = step
+    Trainer._update_topology = topology
+    Trainer._train_batches = batches
+
+
 #: The live neurons of every layer, (sources, targets) boolean masks, during an update.
 _LIVE = {}
 
@@ -288,12 +359,15 @@ def main(argv):
         patch_dead_end_aware()
     elif name == "layer_lr":
         patch_layer_lr()
+    elif name == "weight_average":
+        patch_weight_average()
     elif name in ("zeta_decay", "topology_end"):
         patch = patch_zeta_decay if name == "zeta_decay" else patch_topology_end
         patch(_run_length(name, accuracy_study, rest))
     else:
         raise SystemExit(f"unknown ablation {name!r}: balanced_init, centered_cosine, zeta_decay, "
-                         "topology_end, dead_end_aware, label_smoothing, layer_lr")
+                         "topology_end, dead_end_aware, label_smoothing, layer_lr, "
+                         "weight_average")
     return accuracy_study.main(rest)
 
 
