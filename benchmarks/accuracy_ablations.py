@@ -206,11 +206,16 @@ def _linear_keys(W):
     return np.asarray(W.row_indices()).astype(np.int64) * W.n_in + np.asarray(W.indices)
 
 
+#: State of ``weight_average``: "avg", per layer (W.data average, b average); "raw", the raw
+#: weights while the averages sit in the model; "decay"; "trainer", whose run it is.
+_AVERAGE = {}
+
+
 def patch_weight_average():
     plain_topology, plain_batches = Trainer._update_topology, Trainer._train_batches
     from ctre_sparse.nn import optim
     plain_step = optim.SGD.step
-    state = {}  # "avg": [(W.data average, b average)], "raw": the raw ones while averages sit in
+    state = _AVERAGE
 
     def swap_raw_in(self):
         if state.get("trainer") is not self:  # a new run of the study's process
@@ -237,15 +242,18 @@ def patch_weight_average():
     def topology(self, X, y):
         swap_raw_in(self)
         avg = state.get("avg")
-        before = [_linear_keys(layer.W) for layer in self.model.layers] if avg else None
-        if avg and not all(np.all(np.diff(k) > 0) for k in before):
+        before = [(_linear_keys(layer.W), layer.W.data.copy()) for layer in self.model.layers] \
+            if avg else None
+        if avg and not all(np.all(np.diff(k) > 0) for k, _ in before):
             raise RuntimeError("weight_average needs canonical CSR (sorted, unique columns)")
         out = plain_topology(self, X, y)
         if avg:
             for i, layer in enumerate(self.model.layers):
-                keys = _linear_keys(layer.W)
-                pos = np.minimum(np.searchsorted(before[i], keys), before[i].size - 1)
-                found = before[i][pos] == keys
+                keys, (old_keys, old_w) = _linear_keys(layer.W), before[i]
+                pos = np.minimum(np.searchsorted(old_keys, keys), old_keys.size - 1)
+                # a survivor keeps its position and its value; one pruned and grown again
+                # in the same place (random growth may) has a new value and starts afresh
+                found = (old_keys[pos] == keys) & (old_w[pos] == layer.W.data)
                 w = layer.W.data.copy()
                 w[found] = avg[i][0][pos[found]]
                 avg[i] = (w, avg[i][1])

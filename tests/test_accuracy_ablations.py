@@ -9,6 +9,7 @@ import pytest
 from benchmarks import accuracy_ablations as ab
 from ctre_sparse import ops
 from ctre_sparse.nn import mlp
+from ctre_sparse.nn.optim import SGD
 from ctre_sparse.topology import TopologyUpdater
 from ctre_sparse.topology import growth
 from ctre_sparse.training import Trainer
@@ -32,14 +33,23 @@ def test_balanced_layer_keeps_the_count_and_the_weight_bounds():
     assert ab.balanced_erdos_renyi(8, 8, epsilon=20, random_state=0).nnz == 64  # dense: ER
 
 
-@pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
-                                  "topology_end", "dead_end_aware", "label_smoothing"])
-def test_each_ablation_runs_through_the_study(name, tmp_path, monkeypatch):
-    for owner, attr in ((mlp, "erdos_renyi"), (growth.CosineGrowth, "_cosine"),
-                        (Trainer, "_update_topology"), (growth, "_random_pick"),
-                        (ops, "prune_magnitude"), (TopologyUpdater, "update"),
-                        (TopologyUpdater, "_update_layer"), (mlp, "cross_entropy_grad")):
+#: Everything an ablation may patch: restored by :func:`_restore_after` after each test.
+PATCHED = ((mlp, "erdos_renyi"), (growth.CosineGrowth, "_cosine"), (Trainer, "_update_topology"),
+           (growth, "_random_pick"), (ops, "prune_magnitude"), (TopologyUpdater, "update"),
+           (TopologyUpdater, "_update_layer"), (mlp, "cross_entropy_grad"), (SGD, "step"),
+           (Trainer, "_train_batches"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_after(monkeypatch):
+    for owner, attr in PATCHED:
         monkeypatch.setattr(owner, attr, getattr(owner, attr))  # undone after the test
+
+
+@pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
+                                  "topology_end", "dead_end_aware", "label_smoothing",
+                                  "layer_lr", "weight_average"])
+def test_each_ablation_runs_through_the_study(name, tmp_path):
     out = tmp_path / "runs.jsonl"
     ab.main([name, "--datasets", "digits", "--methods", "ctre_seq", "--seeds", "0",
              "--epochs", "2", "--params", '{"preset": "default"}', "--name", f"ablation_{name}",
@@ -48,15 +58,10 @@ def test_each_ablation_runs_through_the_study(name, tmp_path, monkeypatch):
     assert record["config"] == f"ablation_{name}" and len(record["curves"]["test"]) == 2
 
 
-def test_dead_end_aware_prunes_dead_ends_first_and_grows_between_live_neurons(monkeypatch):
+def test_dead_end_aware_prunes_dead_ends_first_and_grows_between_live_neurons():
     """Layer 1 of [3, 4, 4, 2]: sources 0-1 have inputs, targets 0-2 have outputs."""
     from ctre_sparse.sparse import CSRMatrix
 
-    monkeypatch.setattr(ops, "prune_magnitude", ops.prune_magnitude)
-    monkeypatch.setattr(growth, "_random_pick", growth._random_pick)
-    for attr in ("update", "_update_layer"):
-        monkeypatch.setattr(TopologyUpdater, attr, getattr(TopologyUpdater, attr))
-    monkeypatch.setattr(growth.CosineGrowth, "_cosine", growth.CosineGrowth._cosine)
     ab.patch_dead_end_aware()
     src, tgt = np.array([1, 1, 0, 0], bool), np.array([1, 1, 1, 0], bool)
     ab._LIVE.update(masks=[None, (src, tgt)], layer=1)
@@ -73,8 +78,7 @@ def test_dead_end_aware_prunes_dead_ends_first_and_grows_between_live_neurons(mo
     assert set(zip(rows.tolist(), cols.tolist())) == {(0, 1), (1, 0), (2, 0), (2, 1)}
 
 
-def test_label_smoothing_gradient_is_that_of_the_smoothed_targets(monkeypatch):
-    monkeypatch.setattr(mlp, "cross_entropy_grad", mlp.cross_entropy_grad)
+def test_label_smoothing_gradient_is_that_of_the_smoothed_targets():
     ab.patch_label_smoothing(0.1)
     P = np.random.default_rng(0).dirichlet(np.ones(4), size=5).T   # (4 classes, batch 5)
     y = np.array([0, 3, 1, 1, 2])
@@ -83,15 +87,66 @@ def test_label_smoothing_gradient_is_that_of_the_smoothed_targets(monkeypatch):
     np.testing.assert_allclose(mlp.cross_entropy_grad(P, y, n_total=10), (P - target) / 10)
 
 
-def test_topology_end_stops_the_updates_after_three_quarters_of_the_run(monkeypatch):
-    monkeypatch.setattr(Trainer, "_update_topology", Trainer._update_topology)
-    ab.patch_topology_end(8)
+def _small_run(sgd=None, growth_rule="random"):
+    """A [6, 30, 3] network on 40 random samples, its trainer, and the data."""
     X = np.random.default_rng(0).standard_normal((6, 40)).astype(np.float32)
     y = np.arange(40) % 3
     model = mlp.SparseMLP([6, 30, 3], epsilon=2, random_state=0)
-    from ctre_sparse.nn.optim import SGD
-
-    trainer = Trainer(model, SGD(0.05), TopologyUpdater(zeta=0.3, growth="random"),
+    trainer = Trainer(model, sgd or SGD(0.05), TopologyUpdater(zeta=0.3, growth=growth_rule),
                       batch_size=10, random_state=0)
+    return trainer, X, y
+
+
+def test_topology_end_stops_the_updates_after_three_quarters_of_the_run():
+    ab.patch_topology_end(8)
+    trainer, X, y = _small_run()
     pruned = [trainer.run_epoch(X, y)["n_pruned"] for _ in range(8)]
     assert pruned[0] == 0 and all(n > 0 for n in pruned[1:6]) and pruned[6:] == [0, 0]
+
+
+def test_layer_lr_steps_each_layer_at_its_own_fan_in_rate():
+    ab.patch_layer_lr()
+    trainer, X, y = _small_run(SGD(0.05, momentum=0.0, weight_decay=0.0))
+    model = trainer.model
+    model.forward(np.ascontiguousarray(X[:, :10]), training=True)
+    model.backward(y[:10])
+    grads = [layer.grad_W.copy() for layer in model.layers]
+    before = [layer.W.data.copy() for layer in model.layers]
+    trainer.optimizer.start_epoch(0)
+    trainer.optimizer.step(model)
+    k = sum(layer.W.nnz for layer in model.layers) / (30 + 3)
+    for layer, g, w in zip(model.layers, grads, before):
+        scale = ab._layer_rule(layer.W.nnz / layer.W.n_out) / ab._layer_rule(k)
+        np.testing.assert_allclose(w - layer.W.data, 0.05 * scale * g, rtol=1e-4, atol=1e-7)
+    assert ab._layer_rule(1010 / 10) < ab._layer_rule(2000 / 1000) / 5
+
+
+def test_weight_average_installs_the_average_and_carries_it_over_updates(monkeypatch):
+    raw = []
+
+    def recording_step(self, model, plain=SGD.step):
+        plain(self, model)
+        raw.append([layer.W.data.copy() for layer in model.layers])
+    monkeypatch.setattr(SGD, "step", recording_step)
+    ab.patch_weight_average()
+    trainer, X, y = _small_run()
+    trainer.run_epoch(X, y)
+    d = 1.0 - 1.0 / 4  # 4 batches per epoch
+    expected = raw[0]
+    for w in raw[1:]:
+        expected = [d * a + (1.0 - d) * b for a, b in zip(expected, w)]
+    for layer, a, r in zip(trainer.model.layers, expected, raw[-1]):
+        np.testing.assert_allclose(layer.W.data, a, rtol=1e-5, atol=1e-7)
+        assert np.abs(a - r).max() > 1e-4  # the average, not the last step's weights
+    before = [(ab._linear_keys(layer.W), layer.W.data.copy()) for layer in trainer.model.layers]
+    trainer._update_topology(X, y)  # on the raw weights; the averages follow the update
+    for (keys, average), layer, r, (avg, _) in zip(before, trainer.model.layers, raw[-1],
+                                                   ab._AVERAGE["avg"]):
+        new_keys = ab._linear_keys(layer.W)
+        pos = np.minimum(np.searchsorted(keys, new_keys), keys.size - 1)
+        # survivors: same place, raw value untouched (a pruned one grown again is new)
+        kept = (keys[pos] == new_keys) & (r[pos] == layer.W.data)
+        assert 0 < kept.sum() < new_keys.size
+        assert kept.sum() >= new_keys.size - int(np.ceil(0.3 * new_keys.size))  # zeta 0.3
+        np.testing.assert_allclose(avg[kept], average[pos[kept]], rtol=1e-6)
+        np.testing.assert_array_equal(avg[~kept], layer.W.data[~kept])  # grown: own value
