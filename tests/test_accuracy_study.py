@@ -1,5 +1,8 @@
 """benchmarks/accuracy_study.py: which recorded runs count as the current default
-(``--current``)."""
+(``--current``), and the dense baseline's validation rows."""
+
+import numpy as np
+import pytest
 
 from benchmarks import accuracy_study as study
 
@@ -35,3 +38,16 @@ def test_a_run_without_dropout_is_not_the_current_default():
     params = {"preset": "default"}
     before = {**_current(params), "dropout": 0.0}
     assert study.recorded_resolution(_record(params, before)) != _current(params)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_dense_baseline_holds_out_the_rows_the_estimator_holds_out(seed):
+    """The dense MLP is scored on the validation rows of CTREClassifier(random_state=seed)."""
+    from ctre_sparse import CTREClassifier
+
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((600, 5)).astype(np.float32), np.arange(600) % 4
+    est = CTREClassifier((8,), epsilon=2, max_epochs=1, random_state=seed).fit(X, y)
+    rows = study.validation_rows(y, seed)
+    np.testing.assert_array_equal(np.sort(rows), np.sort(est._val_idx))
+    assert rows.size == 60
