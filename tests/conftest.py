@@ -195,3 +195,33 @@ def brute_cosine(A, B, exclude_dense=None):
     r, c = np.nonzero(absent)
     order = np.lexsort((c, r, -S[r, c]))
     return S, r[order], c[order]
+
+
+def brute_abs_product(A, B, exclude_dense=None):
+    """Float64 |B @ A.T| (the dense oracle) and the absent pairs in (-score, row, col) order."""
+    S = np.abs(B.astype(np.float64) @ A.astype(np.float64).T)
+    absent = np.ones(S.shape, bool) if exclude_dense is None else exclude_dense == 0
+    r, c = np.nonzero(absent)
+    order = np.lexsort((c, r, -S[r, c]))
+    return S, r[order], c[order]
+
+
+def assert_topk_cosine(result, A, B, k, exclude):
+    """A ``topk_cosine`` result, exact up to rounding (:func:`assert_exact_topk`)."""
+    from ctre_sparse.testing import tolerance
+
+    ex = None if exclude is None else exclude.toarray()
+    S, br, bc = brute_cosine(A, B, ex)
+    rtol, atol = tolerance(A.dtype)
+    assert_exact_topk(result, S, br, bc, k, ex, 4 * (atol + rtol) * max(1, A.shape[1] / 8))
+
+
+def assert_topk_abs_product(result, A, B, k, exclude):
+    """A ``topk_abs_product`` result, exact up to rounding (:func:`assert_exact_topk`)."""
+    from ctre_sparse.testing import tolerance
+
+    ex = None if exclude is None else exclude.toarray()
+    S, br, bc = brute_abs_product(A, B, ex)
+    rtol, atol = tolerance(A.dtype)
+    scale = max(1.0, float(np.abs(A).max(initial=0) * np.abs(B).max(initial=0) * A.shape[1]))
+    assert_exact_topk(result, S, br, bc, k, ex, 4 * (atol + rtol) * scale)

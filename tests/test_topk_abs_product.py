@@ -12,8 +12,9 @@ matrix would not fit.
 import numpy as np
 import pytest
 
-from conftest import (assert_exact_topk, call_topk, csr_to_device, run_within_memory, to_device,
-                      to_host)
+from conftest import assert_topk_abs_product as assert_topk
+from conftest import brute_abs_product as brute
+from conftest import call_topk, csr_to_device, run_within_memory, to_device, to_host
 from ctre_sparse import CSRMatrix, topk_abs_product, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
@@ -22,24 +23,6 @@ F32 = np.float32
 
 def call(A, B, k, exclude, backend, **kw):
     return call_topk(topk_abs_product, A, B, k, exclude, backend, **kw)
-
-
-def brute(A, B, exclude_dense=None):
-    """Float64 |B @ A.T| (the dense oracle) and the absent pairs in (-score, row, col) order."""
-    S = np.abs(B.astype(np.float64) @ A.astype(np.float64).T)
-    absent = np.ones(S.shape, bool) if exclude_dense is None else exclude_dense == 0
-    r, c = np.nonzero(absent)
-    order = np.lexsort((c, r, -S[r, c]))
-    return S, r[order], c[order]
-
-
-def assert_topk(result, A, B, k, exclude):
-    """Exact up to rounding: length, nothing excluded, optimal scores, order, tie rule."""
-    ex = None if exclude is None else exclude.toarray()
-    S, br, bc = brute(A, B, ex)
-    rtol, atol = tolerance(A.dtype)
-    scale = max(1.0, float(np.abs(A).max(initial=0) * np.abs(B).max(initial=0) * A.shape[1]))
-    assert_exact_topk(result, S, br, bc, k, ex, 4 * (atol + rtol) * scale)
 
 
 def test_hand_case_exact(backend, dtype, index_dtype):
@@ -109,15 +92,6 @@ def test_random_vs_dense_oracle(backend, dtype, index_dtype, n_out, n_in, S, den
         np.testing.assert_array_equal(before, after)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 40, 333, 4096, 1 << 25])
-def test_block_sizes_agree(backend, dtype, block_bytes):
-    A = random_dense(37, 6, dtype=dtype, seed=11)
-    B = random_dense(29, 6, dtype=dtype, seed=12)
-    W = CSRMatrix.random(29, 37, 0.3, random_state=2, dtype=dtype)
-    for k in (1, 50, 400):
-        assert_topk(call(A, B, k, W, backend, block_bytes=block_bytes), A, B, k, W)
-
-
 def test_equals_topk_cosine_on_normalised_rows(backend, dtype):
     A = random_dense(40, 9, dtype=dtype, seed=21)
     B = random_dense(33, 9, dtype=dtype, seed=22)
@@ -129,28 +103,6 @@ def test_equals_topk_cosine_on_normalised_rows(backend, dtype):
                                            exclude=csr_to_device(W, backend), backend=backend)]
     rtol, atol = tolerance(dtype)
     np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=4 * (rtol + atol))
-
-
-def test_agrees_with_reference(fast_backend, dtype):
-    A = random_dense(50, 10, dtype=dtype, seed=15)
-    B = random_dense(40, 10, dtype=dtype, seed=16)
-    W = CSRMatrix.random(40, 50, 0.1, random_state=4, dtype=dtype)
-    ref = call(A, B, 100, W, "reference")
-    got = call(A, B, 100, W, fast_backend)
-    for x, y in zip(ref[:2], got[:2]):
-        np.testing.assert_array_equal(x, y)
-    rtol, atol = tolerance(dtype)
-    np.testing.assert_allclose(got[2], ref[2], rtol=rtol, atol=atol)
-
-
-def test_scipy_exclude(backend, dtype):
-    if backend == "cuda":
-        pytest.skip("scipy.sparse input is host memory; the cuda backend takes cupyx/CuPy")
-    A = random_dense(12, 5, dtype=dtype, seed=13)
-    B = random_dense(10, 5, dtype=dtype, seed=14)
-    W = CSRMatrix.random(10, 12, 0.4, random_state=3, dtype=dtype)
-    result = topk_abs_product(A, B, 30, exclude=W.to_scipy(), backend=backend)
-    assert_topk(result, A, B, 30, W)
 
 
 def test_bad_inputs():

@@ -3,22 +3,14 @@
 import numpy as np
 import pytest
 
-from conftest import (assert_exact_topk, brute_cosine, call_topk, csr_to_device, run_within_memory,
-                      to_device, to_host)
+from conftest import assert_topk_cosine as assert_topk
+from conftest import brute_cosine, call_topk, csr_to_device, run_within_memory, to_device, to_host
 from ctre_sparse import CSRMatrix, cosine_pairs, topk_cosine
 from ctre_sparse.testing import random_dense, tolerance
 
 
 def call(A, B, k, exclude, backend, **kw):
     return call_topk(topk_cosine, A, B, k, exclude, backend, **kw)
-
-
-def assert_topk(result, A, B, k, exclude):
-    """Exact up to rounding: right length, no excluded pair, optimal scores, tie order."""
-    ex = None if exclude is None else exclude.toarray()
-    S, br, bc = brute_cosine(A, B, ex)
-    rtol, atol = tolerance(A.dtype)
-    assert_exact_topk(result, S, br, bc, k, ex, 4 * (atol + rtol) * max(1, A.shape[1] / 8))
 
 
 # ------------------------------------------------------------------ hand-worked
@@ -148,36 +140,6 @@ def test_silent_neurons_score_zero(backend, dtype):
     assert all(got[(r, 2)] == 0 for r in range(4))
     assert all(got[(1, c)] == 0 for c in range(5))
     assert min(got[(r, c)] for r in (0, 2, 3) for c in (0, 1, 3, 4)) > 0
-
-
-@pytest.mark.parametrize("block_bytes", [1, 40, 333, 4096, 1 << 25])
-def test_block_sizes_agree(backend, dtype, block_bytes):
-    A = random_dense(37, 6, dtype=dtype, seed=11)
-    B = random_dense(29, 6, dtype=dtype, seed=12)
-    W = CSRMatrix.random(29, 37, 0.3, random_state=2, dtype=dtype)
-    for k in (1, 50, 400):
-        assert_topk(call(A, B, k, W, backend, block_bytes=block_bytes), A, B, k, W)
-
-
-def test_scipy_exclude(backend, dtype):
-    if backend == "cuda":
-        pytest.skip("scipy.sparse input is host memory; the cuda backend takes cupyx/CuPy")
-    A = random_dense(12, 5, dtype=dtype, seed=13)
-    B = random_dense(10, 5, dtype=dtype, seed=14)
-    W = CSRMatrix.random(10, 12, 0.4, random_state=3, dtype=dtype)
-    rows, cols, scores = topk_cosine(A, B, 30, exclude=W.to_scipy(), backend=backend)
-    assert_topk((rows, cols, scores), A, B, 30, W)
-
-
-def test_agrees_with_reference(fast_backend, dtype):
-    A = random_dense(50, 10, dtype=dtype, seed=15)
-    B = random_dense(40, 10, dtype=dtype, seed=16)
-    W = CSRMatrix.random(40, 50, 0.1, random_state=4, dtype=dtype)
-    ref = call(A, B, 100, W, "reference")
-    got = call(A, B, 100, W, fast_backend)
-    rtol, atol = tolerance(dtype)
-    np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=4 * (rtol + atol))
-    assert_topk(got, A, B, 100, W)
 
 
 # ------------------------------------------------------------------ memory
