@@ -42,6 +42,12 @@ tried") and none was kept:
     epoch), while training and the topology updates run on the raw weights. A
     connection's average starts at its value when it is grown; pruned
     connections drop out of it.
+``clip_spikes``
+    A step whose gradient norm (all weights and biases together) exceeds
+    ``CLIP_FACTOR`` times the median norm of the last ``CLIP_WINDOW`` steps is
+    scaled down to that bound (adaptive clipping in the manner of AutoClip,
+    Seetharaman et al. 2020, but clipping only outliers), against the one-epoch
+    spikes at the peak learning rate.
 ``dead_end_aware``
     A connection is a dead end when its source neuron has no input (it passes on
     a constant) or its target neuron has no output (nothing reads it); at epsilon
@@ -199,6 +205,34 @@ def patch_layer_lr():
                 self._update(layer.b, layer.grad_b, self.velocity_b[i], 0.0)
         finally:
             self.current_lr = base
+    optim.SGD.step = step
+
+
+#: ``clip_spikes``: the bound is this many times the recent median gradient norm ...
+CLIP_FACTOR = 5.0
+#: ... over this many steps (no clipping before the window is full).
+CLIP_WINDOW = 200
+
+
+def patch_clip_spikes():
+    from collections import deque
+
+    from ctre_sparse.nn import optim
+    plain_step = optim.SGD.step
+
+    def step(self, model):
+        history = self.__dict__.setdefault("_clip_norms", deque(maxlen=CLIP_WINDOW))
+        norm = math.sqrt(sum(float(np.dot(layer.grad_W, layer.grad_W))
+                             + float(np.dot(layer.grad_b, layer.grad_b))
+                             for layer in model.layers))
+        if len(history) == CLIP_WINDOW:
+            bound = CLIP_FACTOR * float(np.median(history))
+            if norm > bound:
+                for layer in model.layers:
+                    layer.grad_W *= layer.grad_W.dtype.type(bound / norm)
+                    layer.grad_b *= layer.grad_b.dtype.type(bound / norm)
+        history.append(norm)
+        plain_step(self, model)
     optim.SGD.step = step
 
 
@@ -369,13 +403,15 @@ def main(argv):
         patch_layer_lr()
     elif name == "weight_average":
         patch_weight_average()
+    elif name == "clip_spikes":
+        patch_clip_spikes()
     elif name in ("zeta_decay", "topology_end"):
         patch = patch_zeta_decay if name == "zeta_decay" else patch_topology_end
         patch(_run_length(name, accuracy_study, rest))
     else:
         raise SystemExit(f"unknown ablation {name!r}: balanced_init, centered_cosine, zeta_decay, "
                          "topology_end, dead_end_aware, label_smoothing, layer_lr, "
-                         "weight_average")
+                         "weight_average, clip_spikes")
     return accuracy_study.main(rest)
 
 

@@ -48,7 +48,7 @@ def _restore_after(monkeypatch):
 
 @pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
                                   "topology_end", "dead_end_aware", "label_smoothing",
-                                  "layer_lr", "weight_average"])
+                                  "layer_lr", "weight_average", "clip_spikes"])
 def test_each_ablation_runs_through_the_study(name, tmp_path):
     out = tmp_path / "runs.jsonl"
     ab.main([name, "--datasets", "digits", "--methods", "ctre_seq", "--seeds", "0",
@@ -150,3 +150,28 @@ def test_weight_average_installs_the_average_and_carries_it_over_updates(monkeyp
         assert kept.sum() >= new_keys.size - int(np.ceil(0.3 * new_keys.size))  # zeta 0.3
         np.testing.assert_allclose(avg[kept], average[pos[kept]], rtol=1e-6)
         np.testing.assert_array_equal(avg[~kept], layer.W.data[~kept])  # grown: own value
+
+
+def test_clip_spikes_scales_an_outlier_step_to_the_bound(monkeypatch):
+    steps = []
+
+    def recording_step(self, model, plain=SGD.step):
+        steps.append([layer.grad_W.copy() for layer in model.layers])
+    monkeypatch.setattr(SGD, "step", recording_step)
+    monkeypatch.setattr(ab, "CLIP_WINDOW", 3)
+    ab.patch_clip_spikes()
+    trainer, X, y = _small_run()
+    opt, model = trainer.optimizer, trainer.model
+
+    def step_with(scale):
+        for layer in model.layers:
+            layer.grad_W[:] = scale
+            layer.grad_b[:] = scale
+        opt.step(model)
+        return np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in steps[-1]))
+    norm_of_one = step_with(1.0)   # the biases' gradients (also 1) count in the norm
+    for scale in (1.0, 1.0):
+        step_with(scale)
+    assert step_with(3.0) == pytest.approx(3 * norm_of_one, rel=1e-6)       # under 5x median
+    # an outlier: scaled down to 5 x the median of the last three norms (1, 1, 3 x one's)
+    assert step_with(100.0) == pytest.approx(ab.CLIP_FACTOR * norm_of_one, rel=1e-5)
