@@ -44,7 +44,8 @@ tried") and none was kept:
     connections drop out of it.
 ``clip_spikes``
     A step whose gradient norm (all weights and biases together) exceeds
-    ``CLIP_FACTOR`` times the median norm of the last ``CLIP_WINDOW`` steps is
+    ``CLIP_FACTOR`` times the median norm of the last ``CLIP_WINDOW`` steps (from
+    the ``CLIP_MIN_STEPS``-th step on) is
     scaled down to that bound (adaptive clipping in the manner of AutoClip,
     Seetharaman et al. 2020, but clipping only outliers), against the one-epoch
     spikes at the peak learning rate.
@@ -210,8 +211,10 @@ def patch_layer_lr():
 
 #: ``clip_spikes``: the bound is this many times the recent median gradient norm ...
 CLIP_FACTOR = 5.0
-#: ... over this many steps (no clipping before the window is full).
+#: ... over at most this many steps ...
 CLIP_WINDOW = 200
+#: ... and at least this many (no clipping before).
+CLIP_MIN_STEPS = 20
 
 
 def patch_clip_spikes():
@@ -225,7 +228,7 @@ def patch_clip_spikes():
         norm = math.sqrt(sum(float(np.dot(layer.grad_W, layer.grad_W))
                              + float(np.dot(layer.grad_b, layer.grad_b))
                              for layer in model.layers))
-        if len(history) == CLIP_WINDOW:
+        if len(history) >= CLIP_MIN_STEPS:
             bound = CLIP_FACTOR * float(np.median(history))
             if norm > bound:
                 for layer in model.layers:

@@ -159,6 +159,7 @@ def test_clip_spikes_scales_an_outlier_step_to_the_bound(monkeypatch):
         steps.append([layer.grad_W.copy() for layer in model.layers])
     monkeypatch.setattr(SGD, "step", recording_step)
     monkeypatch.setattr(ab, "CLIP_WINDOW", 3)
+    monkeypatch.setattr(ab, "CLIP_MIN_STEPS", 3)
     ab.patch_clip_spikes()
     trainer, X, y = _small_run()
     opt, model = trainer.optimizer, trainer.model
