@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from ctre_sparse.approx import _best_k, topk_recall
+from ctre_sparse.cosine_sketch import best_k, topk_recall
 from ctre_sparse.cosine_index import _routing_space, _unit_rows, default_nlist, default_nprobe
 from ctre_sparse.cosine_index import topk_cosine_index
 from ctre_sparse.ops import cosine_pairs, topk_cosine
@@ -89,7 +89,7 @@ def _finish(A, B, scores, keys, k, n_in, rescore):
     keys = keys[order]
     rows, cols = keys // n_in, keys % n_in
     exact = cosine_pairs(B, A, rows, cols) if rescore else scores[order]
-    order = _best_k(rows, cols, exact, k, np)
+    order = best_k(rows, cols, exact, k, np)
     return rows[order], cols[order], exact[order]
 
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from ctre_sparse.approx import topk_recall
+from ctre_sparse.cosine_sketch import topk_recall
 from ctre_sparse.cosine_index import topk_cosine_index
 from ctre_sparse.ops import topk_cosine
 from ctre_sparse.sparse import CSRMatrix
