@@ -118,12 +118,12 @@ def keep_readded_updater_class():
     from ctre_sparse.topology.growth import pattern_keys
 
     class KeepReaddedUpdater(TopologyUpdater):
-        def _update_layer(self, i, layer, acts, optimizer, rng):
+        def _update_layer(self, i, layer, acts, optimizer, rng, **kwargs):
             W = layer.W
             old_keys, old_data = pattern_keys(W), W.data.copy()
             old_v = None if optimizer is None or optimizer.velocity_W is None \
                 else optimizer.velocity_W[i].copy()
-            stats = super()._update_layer(i, layer, acts, optimizer, rng)
+            stats = super()._update_layer(i, layer, acts, optimizer, rng, **kwargs)
             new = layer.W
             keys = pattern_keys(new)
             pos = np.searchsorted(old_keys, keys)
@@ -147,9 +147,9 @@ def scaled_growth_updater_class(base):
     from ctre_sparse.topology.growth import pattern_keys
 
     class ScaledGrowthUpdater(base):
-        def _update_layer(self, i, layer, acts, optimizer, rng):
+        def _update_layer(self, i, layer, acts, optimizer, rng, **kwargs):
             old_keys, old_data = pattern_keys(layer.W), layer.W.data.copy()
-            stats = super()._update_layer(i, layer, acts, optimizer, rng)
+            stats = super()._update_layer(i, layer, acts, optimizer, rng, **kwargs)
             W = layer.W
             keys = pattern_keys(W)
             pos = np.minimum(np.searchsorted(old_keys, keys), old_keys.shape[0] - 1)
