@@ -75,9 +75,10 @@ def with_legacy_defaults(params):
     ``"auto"`` with ``cosine_approx_dim`` set. ``preset`` (added with it and
     ``init``, ``grow_init``, ``lr_schedule``, ``warmup_epochs``): such files
     trained in the CTRE authors' regime, ``"paper"``, with their saved
-    learning rate.
+    learning rate. ``grad_clip``: such files trained without clipping, 0.
     """
     params = dict(params)
+    params.setdefault("grad_clip", 0.0)  # files older than it trained without clipping
     if "cosine_mode" not in params:
         params["cosine_mode"] = "exact" if params.get("cosine_approx_dim") is None else "auto"
     if "preset" not in params:

@@ -16,9 +16,11 @@ __all__ = ["check_number", "hidden_sizes", "check_params", "params_json", "PRESE
 #: learning rate is at most :data:`RIGL_MAX_LR`.
 PRESETS = {
     "default": {"init": "he_sparse", "grow_init": "threshold", "learning_rate": "fan_in",
-                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3, "dropout": 0.05},
+                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3, "dropout": 0.05,
+                "grad_clip": 5.0},
     "paper": {"init": "he", "grow_init": "he", "learning_rate": 0.01, "lr_schedule": "constant",
-              "warmup_epochs": 0, "weight_decay": 1e-4, "dropout": 0.0},
+              "warmup_epochs": 0, "weight_decay": 1e-4, "dropout": 0.0,
+              "grad_clip": 0.0},
 }
 #: Peak learning rate of the presets for ``growth="rigl"``: its gradient-chasing
 #: growth piles connections onto a few neurons and diverged at 0.3 (docs/accuracy.md).
@@ -77,7 +79,7 @@ def fan_in_learning_rate(sizes, epsilon=None, density=None):
 
 def resolved(est, sizes=None):
     """The preset-dependent settings of ``est``: ``init``, ``grow_init``, ``learning_rate``,
-    ``schedule``, ``weight_decay``, ``dropout``.
+    ``schedule``, ``weight_decay``, ``dropout``, ``grad_clip`` (0: none).
 
     ``sizes`` (the layer sizes, inputs to classes) is needed only where the
     learning rate follows the network (:func:`fan_in_learning_rate`);
@@ -104,7 +106,8 @@ def resolved(est, sizes=None):
         schedule = WarmupCosine(float(lr), int(est.max_epochs), warmup)
     return {"init": cfg["init"], "grow_init": cfg["grow_init"],
             "learning_rate": None if lr is None else float(lr), "schedule": schedule,
-            "weight_decay": float(cfg["weight_decay"]), "dropout": float(cfg["dropout"])}
+            "weight_decay": float(cfg["weight_decay"]), "dropout": float(cfg["dropout"]),
+            "grad_clip": float(cfg["grad_clip"])}
 
 
 def _shown(value):
@@ -170,6 +173,10 @@ def check_params(est, growths, activations):
                          f"got {est.cosine_mode!r}")
     if est.dropout is not None:
         check_number("dropout", est.dropout, 0, 1)
+    if est.grad_clip is not None:
+        check_number("grad_clip", est.grad_clip, 0, None)
+        if not np.isfinite(est.grad_clip) or 0 < est.grad_clip < 1:
+            raise ValueError(f"grad_clip must be 0 (off) or >= 1, got {_shown(est.grad_clip)!r}")
     check_number("checkpoint_every", est.checkpoint_every, 1, None, integer=True)
     if est.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {_shown(est.device)!r}")

@@ -57,6 +57,13 @@ def _core():
     return SparseMLP, SGD, TopologyUpdater, training
 
 
+def _clip(factor):
+    """The optimizer's outlier clip for a resolved ``grad_clip`` (0: None)."""
+    from .nn.clip import OutlierClip
+
+    return OutlierClip(factor) if factor > 0 else None
+
+
 class CTREClassifier(ClassifierMixin, BaseEstimator):
     """Truly-sparse MLP classifier with CTRE / SET dynamic topology.
 
@@ -102,6 +109,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         warmup_epochs   5                    0
         weight_decay    1e-3                 1e-4
         dropout         0.05                 0.0
+        grad_clip       5.0                  0.0 (none)
         ==============  ===================  ==================================
 
         ``k`` is the network's mean number of inputs per neuron (about
@@ -174,6 +182,13 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     dropout : float in [0, 1), optional
         Dropout on hidden activations during training. None: the preset's
         (``"default"`` 0.05, ``"paper"`` 0.0).
+    grad_clip : float, 0 or >= 1, optional
+        Outlier clipping of the SGD steps: a step whose gradient norm exceeds
+        ``grad_clip`` times the median norm of the last 200 steps (from the
+        20th step on) is scaled down to that bound
+        (:class:`~ctre_sparse.nn.clip.OutlierClip`); 0: no clipping. None: the
+        preset's (``"default"`` 5.0, ``"paper"`` 0). Models saved before this
+        parameter existed load with 0, which is what they ran.
     standardize : bool, default True
         Scale every input feature to zero mean and unit variance with the
         statistics of the data given to the first :meth:`fit` (or the first
@@ -246,7 +261,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                  dropout=None, standardize=True, random_state=None, verbose=0, backend="auto",
                  device="cpu", distributed=None, checkpoint_dir=None, checkpoint_every=1,
                  dtype=np.float32, preset="default", init=None, grow_init=None,
-                 lr_schedule=None, warmup_epochs=None):
+                 lr_schedule=None, warmup_epochs=None, grad_clip=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.density = density
@@ -266,6 +281,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.cosine_approx_oversample = cosine_approx_oversample
         self.cosine_mode = cosine_mode
         self.dropout = dropout
+        self.grad_clip = grad_clip
         self.standardize = standardize
         self.random_state = random_state
         self.verbose = verbose
@@ -348,7 +364,8 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             model.to_device("cuda")     # the Trainer moves the optimizer state along
         optimizer = SGD(learning_rate=cfg["learning_rate"], momentum=float(self.momentum),
                         nesterov=bool(self.nesterov), weight_decay=cfg["weight_decay"],
-                        schedule=cfg["schedule"], backend=self.backend)
+                        schedule=cfg["schedule"], backend=self.backend,
+                        clip=_clip(cfg["grad_clip"]))
         cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
         updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
                                   cosine_samples=cosine_samples, patience=int(self.patience),
@@ -383,6 +400,10 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         opt.schedule = cfg["schedule"]
         opt.momentum, opt.nesterov = float(self.momentum), bool(self.nesterov)
         opt.weight_decay = cfg["weight_decay"]
+        if opt.clip is None or cfg["grad_clip"] == 0:
+            opt.clip = _clip(cfg["grad_clip"])
+        else:
+            opt.clip.factor = cfg["grad_clip"]  # the recent norms carry over
         self._trainer.updater.zeta = float(self.zeta)
         self._built_with = now
 
@@ -734,7 +755,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
 
 #: Parameters that ``partial_fit`` carries into a trained model's training core.
 _LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta",
-                          "lr_schedule", "warmup_epochs"})
+                          "lr_schedule", "warmup_epochs", "grad_clip"})
 #: Parameters that ``partial_fit`` does not use or reads at every call.
 _IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
                           "batch_size", "validation_fraction", "random_state"})

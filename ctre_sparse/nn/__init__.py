@@ -5,6 +5,7 @@ Activations are feature-major (``(n_features, batch)``); weights are
 """
 
 from .activations import ACTIVATIONS, get_activation
+from .clip import OutlierClip
 from .init import erdos_renyi, erdos_renyi_nnz, init_bound
 from .layers import SparseLinear
 from .losses import cross_entropy_grad, softmax, softmax_cross_entropy
@@ -13,4 +14,4 @@ from .optim import SGD
 
 __all__ = ["ACTIVATIONS", "get_activation", "erdos_renyi", "erdos_renyi_nnz", "init_bound",
            "SparseLinear", "softmax", "cross_entropy_grad", "softmax_cross_entropy",
-           "SparseMLP", "SGD"]
+           "SparseMLP", "SGD", "OutlierClip"]

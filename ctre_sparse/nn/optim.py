@@ -8,6 +8,7 @@ import numpy as np
 
 from ..device import PicklesArrayModule, array_module, module_for, to_host, to_module
 from ..training_ops import sgd_update
+from .clip import OutlierClip
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class SGD(PicklesArrayModule):
     backend : str, default "auto"
         Backend of the update, :func:`~ctre_sparse.ops.sgd_update` (one
         compiled pass over each array; ``"reference"`` runs the NumPy formula).
+    clip : OutlierClip or None
+        Applied to each step's gradients before the update
+        (:class:`~ctre_sparse.nn.clip.OutlierClip`); None: no clipping.
 
     Notes
     -----
@@ -112,7 +116,7 @@ class SGD(PicklesArrayModule):
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4,
-                 schedule=None, backend="auto"):
+                 schedule=None, backend="auto", clip=None):
         if not float(learning_rate) > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
         if not 0.0 <= float(momentum) < 1.0:
@@ -121,6 +125,9 @@ class SGD(PicklesArrayModule):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         if schedule is not None and not callable(schedule):
             raise ValueError(f"schedule must be callable(epoch) -> lr or None, got {schedule!r}")
+        if clip is not None and not isinstance(clip, OutlierClip):
+            raise ValueError(f"clip must be an OutlierClip or None, got {clip!r}")
+        self.clip = clip
         self.learning_rate = float(learning_rate)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
@@ -160,6 +167,8 @@ class SGD(PicklesArrayModule):
         if self.velocity_W is not None:
             self.velocity_W = [to_module(v, xp) for v in self.velocity_W]
             self.velocity_b = [to_module(v, xp) for v in self.velocity_b]
+        if self.clip is not None:
+            self.clip.to_device(xp)
         self.xp = xp
         return self
 
@@ -177,6 +186,8 @@ class SGD(PicklesArrayModule):
         if len(self.velocity_W) != model.n_layers:
             raise ValueError(f"optimizer holds state for {len(self.velocity_W)} layers, the "
                              f"model has {model.n_layers}")
+        if self.clip is not None:
+            self.clip(model.layers)
         for i, layer in enumerate(model.layers):
             v = self.velocity_W[i]
             if v.shape[0] != layer.W.nnz:
@@ -217,12 +228,14 @@ class SGD(PicklesArrayModule):
 
         Keys: ``learning_rate``, ``momentum``, ``nesterov``, ``weight_decay``,
         ``current_lr``, ``n_layers`` (0 before the first step) and
-        ``velocity.{l}.W`` / ``velocity.{l}.b`` (NumPy, also from the GPU).
+        ``velocity.{l}.W`` / ``velocity.{l}.b`` (NumPy, also from the GPU);
+        ``clip``, the :class:`~ctre_sparse.nn.clip.OutlierClip` state or None.
         The schedule is not saved.
         """
         d = {"learning_rate": self.learning_rate, "momentum": self.momentum,
              "nesterov": self.nesterov, "weight_decay": self.weight_decay,
              "current_lr": self.current_lr,
+             "clip": None if self.clip is None else self.clip.state_dict(),
              "n_layers": 0 if self.velocity_W is None else len(self.velocity_W)}
         for i in range(d["n_layers"]):
             d[f"velocity.{i}.W"] = _host_copy(self.velocity_W[i])
@@ -233,13 +246,16 @@ class SGD(PicklesArrayModule):
         """Restore a :meth:`state_dict` (the schedule stays as constructed).
 
         The momentum arrays stay on the optimizer's current device (the CPU
-        unless :meth:`to_device` moved it).
+        unless :meth:`to_device` moved it). A state without ``clip`` (written
+        before clipping existed) trained without it, and resumes so.
         """
         self.learning_rate = float(d["learning_rate"])
         self.momentum = float(d["momentum"])
         self.nesterov = bool(d["nesterov"])
         self.weight_decay = float(d["weight_decay"])
         self.current_lr = float(d["current_lr"])
+        clip = d.get("clip")
+        self.clip = None if clip is None else OutlierClip.from_state(clip).to_device(self.xp)
         n = int(d["n_layers"])
         if n == 0:
             self.velocity_W = self.velocity_b = None
@@ -271,7 +287,7 @@ class SGD(PicklesArrayModule):
 
     def __repr__(self):
         return (f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
-                f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")
+                f"nesterov={self.nesterov}, weight_decay={self.weight_decay}, clip={self.clip})")
 
 
 def _host_copy(arr):
