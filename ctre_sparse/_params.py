@@ -16,8 +16,8 @@ __all__ = ["check_number", "hidden_sizes", "check_params", "params_json", "PRESE
 #: learning rate is at most :data:`RIGL_MAX_LR`.
 PRESETS = {
     "default": {"init": "he_sparse", "grow_init": "threshold", "learning_rate": "fan_in",
-                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3, "dropout": 0.05,
-                "grad_clip": 5.0},
+                "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3,
+                "dropout": 0.05, "grad_clip": 5.0},
     "paper": {"init": "he", "grow_init": "he", "learning_rate": 0.01, "lr_schedule": "constant",
               "warmup_epochs": 0, "weight_decay": 1e-4, "dropout": 0.0,
               "grad_clip": 0.0},
@@ -176,7 +176,8 @@ def check_params(est, growths, activations):
     if est.grad_clip is not None:
         check_number("grad_clip", est.grad_clip, 0, None)
         if not np.isfinite(est.grad_clip) or 0 < est.grad_clip < 1:
-            raise ValueError(f"grad_clip must be 0 (off) or >= 1, got {_shown(est.grad_clip)!r}")
+            raise ValueError(f"grad_clip must be 0 (off) or >= 1, got "
+                             f"{_shown(est.grad_clip)!r}")
     check_number("checkpoint_every", est.checkpoint_every, 1, None, integer=True)
     if est.device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {_shown(est.device)!r}")

@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 #: Defaults of the command (measured on 2 shared cores: ~5-15 s, test accuracy 0.97-0.98).
 DEFAULTS = dict(dataset="digits", growth="ctre_seq", epsilon=10.0, zeta=0.2, epochs=40,
                 hidden="256,256", learning_rate=None, weight_decay=None, dropout=None,
-                batch_size=100, activation="relu", seed=0, backend="auto", device="cpu",
-                checkpoint_every=10, patience=40,
+                grad_clip=None, batch_size=100, activation="relu", seed=0, backend="auto",
+                device="cpu", checkpoint_every=10, patience=40,
                 cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4,
                 cosine_mode="auto", preset="default")
 
@@ -132,9 +132,14 @@ def register(subparsers):
     p.add_argument("--dropout", type=float, default=d["dropout"],
                    help="dropout on the hidden activations while training (default: the "
                         "preset's; 'default' 0.05, 'paper' 0)")
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"],
+                   help="scale down a step whose gradient norm exceeds this many times the "
+                        "median of the last 200 steps; 0: no clipping (default: the preset's; "
+                        "'default' 5, 'paper' 0)")
     p.add_argument("--preset", default=d["preset"], choices=["default", "paper"],
-                   help="initialisation, regrown weights, learning-rate schedule, L2 and "
-                        "dropout: 'paper' is the CTRE authors' regime (docs/accuracy.md) "
+                   help="initialisation, regrown weights, learning-rate schedule, L2, "
+                        "dropout and clipping: 'paper' is the CTRE authors' regime "
+                        "(docs/accuracy.md) "
                         "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
                    help="(default: %(default)s)")
@@ -190,7 +195,7 @@ def _estimator(args, out):
         hidden_layer_sizes=_hidden(args.hidden), epsilon=args.epsilon, density=args.density,
         zeta=args.zeta, growth=args.growth, activation=args.activation,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, dropout=args.dropout,
-        batch_size=args.batch_size, max_epochs=args.epochs,
+        grad_clip=args.grad_clip, batch_size=args.batch_size, max_epochs=args.epochs,
         patience=args.patience, cosine_samples=args.cosine_samples,
         cosine_approx_dim=args.cosine_approx_dim,
         cosine_approx_oversample=args.cosine_approx_oversample, cosine_mode=args.cosine_mode,
