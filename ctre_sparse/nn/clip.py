@@ -21,9 +21,9 @@ class OutlierClip(PicklesArrayModule):
     they are. An adaptive clipping in the manner of AutoClip (Seetharaman et
     al. 2020), which clips at a low percentile of the norms seen and so
     rescales most steps; this one touches only the outliers
-    (docs/accuracy.md, step 7: at the default's peak learning rate on
+    (docs/accuracy.md, step 8: at the default's peak learning rate on
     digits it turned a one-epoch fall to chance into a dip to 84 % of the run's
-    best, and on USPS and MADELON no step of any run reached the bound).
+    best; a run with no outlier step is the unclipped run bit for bit).
 
     The norms stay on the gradients' device: on a GPU nothing is read back
     to the host.
