@@ -200,3 +200,32 @@ def test_a_saved_model_keeps_its_clip_and_older_files_load_without(tmp_path):
                                   est._trainer.optimizer.clip.norms)
     assert with_legacy_defaults({"preset": "default"})["grad_clip"] == 0.0
     assert with_legacy_defaults({"preset": "default", "grad_clip": None})["grad_clip"] is None
+
+
+def test_a_non_finite_step_leaves_a_loadable_state():
+    clip, layers, rng = _trained_clip()
+    layers[0].grad_W[0] = np.inf
+    before = [g.copy() for layer in layers for g in (layer.grad_W, layer.grad_b)]
+    clip(layers)    # left as it is (the trainer reports the divergence), recorded as 0
+    for g, b in zip((g for layer in layers for g in (layer.grad_W, layer.grad_b)), before):
+        assert np.array_equal(g, b)
+    twin = OutlierClip.from_state(clip.state_dict())
+    assert twin.n_steps == 13 and np.all(np.isfinite(twin.norms))
+
+
+def test_norms_restored_on_another_array_module_are_moved_not_reset(monkeypatch):
+    """A state loaded on the host and trained on another device keeps its history."""
+    clip, layers, _ = _trained_clip()
+    saved = clip.norms.copy()
+    moved = []
+
+    def fake_to_module(arr, xp):
+        moved.append(arr)
+        return np.array(arr)
+    monkeypatch.setattr(clip_module, "to_module", fake_to_module)
+    real = clip_module.array_module
+    monkeypatch.setattr(clip_module, "array_module",
+                        lambda a: object() if a is clip.norms else real(a))
+    clip(layers)
+    assert len(moved) == 1 and np.array_equal(moved[0], saved)
+    assert np.count_nonzero(clip.norms) == clip.window

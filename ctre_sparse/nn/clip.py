@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -62,12 +63,15 @@ class OutlierClip(PicklesArrayModule):
         """Clip the gradients ``grad_W`` and ``grad_b`` of ``layers`` in place."""
         xp = array_module(layers[0].grad_W)
         norm = xp.sqrt(self._squared_norm(layers, xp))
-        if self.norms is None or array_module(self.norms) is not xp:
+        if self.norms is None:
             self.norms = xp.zeros(self.window, dtype=xp.float64)
+        elif array_module(self.norms) is not xp:  # restored on the host, training elsewhere
+            self.norms = to_module(self.norms, xp)
         if self.n_steps >= self.min_steps:
             filled = self.norms[:min(self.n_steps, self.window)]
             self._scale(layers, xp, norm, self.factor * xp.median(filled))
-        self.norms[self.n_steps % self.window] = norm
+        # a non-finite norm (the step diverged) is recorded as 0: the history stays a valid state
+        self.norms[self.n_steps % self.window] = xp.where(xp.isfinite(norm), norm, 0.0)
         self.n_steps += 1
 
     @staticmethod
@@ -81,12 +85,14 @@ class OutlierClip(PicklesArrayModule):
     @staticmethod
     def _scale(layers, xp, norm, bound):
         norm_now, bound_now = host_scalar(norm), host_scalar(bound)
+        # a non-finite step is left as it is: the trainer reports the divergence, as unclipped
         if isinstance(norm_now, float):  # on the host: ordinary steps are not touched at all
-            if not norm_now > bound_now:
+            if not bound_now < norm_now < math.inf:
                 return
             scale = bound_now / norm_now
         else:  # on a device: a factor of exactly 1 for ordinary steps, no read-back
-            scale = xp.where(norm > bound, bound / xp.maximum(norm, 1e-300), 1.0)
+            outlier = (norm > bound) & xp.isfinite(norm)
+            scale = xp.where(outlier, bound / xp.maximum(norm, 1e-300), 1.0)
         for layer in layers:
             for g in (layer.grad_W, layer.grad_b):
                 g *= g.dtype.type(scale) if isinstance(scale, float) else scale.astype(g.dtype)
