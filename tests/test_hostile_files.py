@@ -169,6 +169,26 @@ def test_momentum_of_the_wrong_length_is_refused_at_load(saved, tmp_path):
         CTREClassifier.load(path)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda clip, arrays: clip.update(n_steps="many"), "clip state: factor must be a number"),
+    (lambda clip, arrays: clip.update(factor=0.5), "factor must be >= 1"),
+    (lambda clip, arrays: arrays.__setitem__(clip["norms"]["__array__"], np.full(200, np.nan)),
+     "clip state: norms must be 200 finite values"),
+    (lambda clip, arrays: clip.update(norms=None), "does not fit its norms"),
+])
+def test_a_tampered_gradient_clip_state_is_refused_at_load(saved, tmp_path, edit, message):
+    good, _ = saved
+    members = _members(good)
+    tree = json.loads(str(members["state_json"]))
+    clip = tree["optimizer"]["clip"]
+    assert clip["n_steps"] > 0   # the default preset clips: the saved model has a history
+    edit(clip, members)
+    members["state_json"] = np.array(json.dumps(tree))
+    path = _write(tmp_path / "clip.npz", members)
+    with pytest.raises(ValueError, match=f"clip.npz: .*{message}"):
+        CTREClassifier.load(path)
+
+
 def test_a_random_state_naming_a_numpy_function(saved, tmp_path):
     good, _ = saved
     members = _edit_json(_members(good), lambda t: t["rng"].update(bit_generator="seed"),
