@@ -218,29 +218,19 @@ CLIP_MIN_STEPS = 20
 
 
 def patch_clip_spikes():
-    from collections import deque
-
+    """Clip each step's gradients with the library's :class:`~ctre_sparse.nn.clip.OutlierClip`
+    at the constants above, before (and apart from) any clip of the optimizer itself."""
     from ctre_sparse.nn import optim
+    from ctre_sparse.nn.clip import OutlierClip
     plain_step = optim.SGD.step
 
     def step(self, model):
-        history = self.__dict__.setdefault("_clip_norms", deque(maxlen=CLIP_WINDOW))
-        norm = math.sqrt(sum(float(np.dot(layer.grad_W, layer.grad_W))
-                             + float(np.dot(layer.grad_b, layer.grad_b))
-                             for layer in model.layers))
-        if len(history) >= CLIP_MIN_STEPS:
-            bound = CLIP_FACTOR * float(np.median(history))
-            if norm > bound:
-                for layer in model.layers:
-                    layer.grad_W *= layer.grad_W.dtype.type(bound / norm)
-                    layer.grad_b *= layer.grad_b.dtype.type(bound / norm)
-        history.append(norm)
+        clip = self.__dict__.get("_clip_spikes")
+        if clip is None:
+            clip = self._clip_spikes = OutlierClip(CLIP_FACTOR, CLIP_WINDOW, CLIP_MIN_STEPS)
+        clip(model.layers)
         plain_step(self, model)
     optim.SGD.step = step
-
-
-def _linear_keys(W):
-    return np.asarray(W.row_indices()).astype(np.int64) * W.n_in + np.asarray(W.indices)
 
 
 #: State of ``weight_average``: "avg", per layer (W.data average, b average); "raw", the raw
@@ -279,14 +269,14 @@ def patch_weight_average():
     def topology(self, X, y):
         swap_raw_in(self)
         avg = state.get("avg")
-        before = [(_linear_keys(layer.W), layer.W.data.copy()) for layer in self.model.layers] \
+        before = [(growth.pattern_keys(layer.W), layer.W.data.copy()) for layer in self.model.layers] \
             if avg else None
         if avg and not all(np.all(np.diff(k) > 0) for k, _ in before):
             raise RuntimeError("weight_average needs canonical CSR (sorted, unique columns)")
         out = plain_topology(self, X, y)
         if avg:
             for i, layer in enumerate(self.model.layers):
-                keys, (old_keys, old_w) = _linear_keys(layer.W), before[i]
+                keys, (old_keys, old_w) = growth.pattern_keys(layer.W), before[i]
                 pos = np.minimum(np.searchsorted(old_keys, keys), old_keys.size - 1)
                 # a survivor keeps its position and its value; one pruned and grown again
                 # in the same place (random growth may) has a new value and starts afresh

@@ -138,11 +138,11 @@ def test_weight_average_installs_the_average_and_carries_it_over_updates(monkeyp
     for layer, a, r in zip(trainer.model.layers, expected, raw[-1]):
         np.testing.assert_allclose(layer.W.data, a, rtol=1e-5, atol=1e-7)
         assert np.abs(a - r).max() > 1e-4  # the average, not the last step's weights
-    before = [(ab._linear_keys(layer.W), layer.W.data.copy()) for layer in trainer.model.layers]
+    before = [(growth.pattern_keys(layer.W), layer.W.data.copy()) for layer in trainer.model.layers]
     trainer._update_topology(X, y)  # on the raw weights; the averages follow the update
     for (keys, average), layer, r, (avg, _) in zip(before, trainer.model.layers, raw[-1],
                                                    ab._AVERAGE["avg"]):
-        new_keys = ab._linear_keys(layer.W)
+        new_keys = growth.pattern_keys(layer.W)
         pos = np.minimum(np.searchsorted(keys, new_keys), keys.size - 1)
         # survivors: same place, raw value untouched (a pruned one grown again is new)
         kept = (keys[pos] == new_keys) & (r[pos] == layer.W.data)
