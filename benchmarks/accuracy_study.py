@@ -260,11 +260,11 @@ def run_sparse(method, epsilon, seed, epochs, params, data):
 def validation_rows(y, seed):
     """The rows CTREClassifier(random_state=seed) holds out for validation."""
     from ctre_sparse import CTREClassifier
-    from ctre_sparse._random import seed_entropy
+    from ctre_sparse._random import run_seeds, seed_entropy
 
     est = CTREClassifier(random_state=seed)
     est.classes_ = np.unique(y)
-    split_seed = np.random.SeedSequence(seed_entropy(seed)).spawn(3)[0]  # as est._build
+    split_seed = run_seeds(seed_entropy(seed))[0]
     return est._split_validation(np.searchsorted(est.classes_, y), split_seed)
 
 

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_random_state", "sample_positions", "seed_entropy"]
+__all__ = ["check_random_state", "sample_positions", "seed_entropy", "run_seeds"]
 
 
 def check_random_state(seed):
@@ -91,3 +91,9 @@ def seed_entropy(random_state):
     if rs is None or isinstance(rs, numbers.Integral):
         return int(np.random.SeedSequence(rs).entropy)
     raise ValueError(f"random_state must be None, an int or a numpy Generator, got {rs!r}")
+
+
+def run_seeds(entropy):
+    """The seeds of an estimator's run from its root ``entropy``: the validation split's, the
+    model's (topology and weights) and the trainer's (batches, growth), in that order."""
+    return np.random.SeedSequence(entropy).spawn(3)

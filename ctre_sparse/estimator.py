@@ -30,7 +30,7 @@ from ._estimator_state import (check_resumable, check_saved_model, fingerprint, 
                                storable_classes)
 from ._fit_data import class_codes, fitted_classes, standardization
 from ._params import check_params, hidden_sizes, params_json, resolved
-from ._random import seed_entropy
+from ._random import run_seeds, seed_entropy
 from ._split import validation_indices
 from ._version import __version__
 from .device import to_host
@@ -352,7 +352,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
             from .device import require_cuda
 
             require_cuda("CTREClassifier(device='cuda')")
-        seeds = np.random.SeedSequence(entropy).spawn(3)
+        seeds = run_seeds(entropy)  # split, model, trainer
         sizes = [int(n_features)] + self._hidden_sizes() + [int(n_classes)]
         sparsity = ({"density": float(self.density)} if self.density is not None
                     else {"epsilon": float(self.epsilon)})
