@@ -380,31 +380,26 @@ def _run_length(name, accuracy_study, rest):
     return args.epochs or accuracy_study.EPOCHS[(args.datasets or ["digits"])[0]]
 
 
+#: The ablations whose patch takes no argument, by name.
+PATCHES = {"balanced_init": patch_balanced_init, "centered_cosine": patch_centered_cosine,
+           "label_smoothing": patch_label_smoothing, "dead_end_aware": patch_dead_end_aware,
+           "layer_lr": patch_layer_lr, "weight_average": patch_weight_average,
+           "clip_spikes": patch_clip_spikes}
+#: The ablations whose patch takes the run length in epochs.
+RUN_LENGTH_PATCHES = {"zeta_decay": patch_zeta_decay, "topology_end": patch_topology_end}
+
+
 def main(argv):
     from benchmarks import accuracy_study
 
     name, rest = argv[0], argv[1:]
-    if name == "balanced_init":
-        patch_balanced_init()
-    elif name == "centered_cosine":
-        patch_centered_cosine()
-    elif name == "label_smoothing":
-        patch_label_smoothing()
-    elif name == "dead_end_aware":
-        patch_dead_end_aware()
-    elif name == "layer_lr":
-        patch_layer_lr()
-    elif name == "weight_average":
-        patch_weight_average()
-    elif name == "clip_spikes":
-        patch_clip_spikes()
-    elif name in ("zeta_decay", "topology_end"):
-        patch = patch_zeta_decay if name == "zeta_decay" else patch_topology_end
-        patch(_run_length(name, accuracy_study, rest))
+    if name in PATCHES:
+        PATCHES[name]()
+    elif name in RUN_LENGTH_PATCHES:
+        RUN_LENGTH_PATCHES[name](_run_length(name, accuracy_study, rest))
     else:
-        raise SystemExit(f"unknown ablation {name!r}: balanced_init, centered_cosine, zeta_decay, "
-                         "topology_end, dead_end_aware, label_smoothing, layer_lr, "
-                         "weight_average, clip_spikes")
+        raise SystemExit(f"unknown ablation {name!r}: "
+                         f"{', '.join([*PATCHES, *RUN_LENGTH_PATCHES])}")
     return accuracy_study.main(rest)
 
 
