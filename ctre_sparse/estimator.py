@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -24,15 +23,12 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import persistence
-from ._estimator_state import (check_resumable, check_saved_model, fingerprint, host_csr,
-                               loadable_params, plain, read_saved_state, restored_scaling,
-                               storable_classes)
+from ._estimator_state import (CHECKPOINT_NAME, EstimatorState, fingerprint, host_csr, plain,
+                               read_saved_state)
 from ._fit_data import class_codes, fitted_classes, standardization
-from ._params import check_params, hidden_sizes, params_json, resolved
-from ._random import run_seeds, seed_entropy
+from ._params import check_params, params_json
+from ._random import seed_entropy
 from ._split import validation_indices
-from ._version import __version__
 from .device import to_host
 from .distributed import fitting as mpi
 
@@ -42,29 +38,10 @@ __all__ = ["CTREClassifier", "GROWTHS", "ACTIVATIONS", "CHECKPOINT_NAME"]
 
 GROWTHS = ("ctre_sim", "ctre_seq", "cosine", "rigl", "random", "set", "static")
 ACTIVATIONS = ("relu", "alternated_left_relu", "leaky_relu", "tanh", "sigmoid")
-CHECKPOINT_NAME = "checkpoint.npz"
 _PREDICT_CHUNK = 4096
-_ALL_SAMPLES = 2**62      # cosine_samples=None: every training sample
 
 
-def _core():
-    """Import the training core lazily (it pulls in the kernels)."""
-    from . import training
-    from .nn.mlp import SparseMLP
-    from .nn.optim import SGD
-    from .topology import TopologyUpdater
-
-    return SparseMLP, SGD, TopologyUpdater, training
-
-
-def _clip(factor):
-    """The optimizer's outlier clip for a resolved ``grad_clip`` (0: None)."""
-    from .nn.clip import OutlierClip
-
-    return OutlierClip(factor) if factor > 0 else None
-
-
-class CTREClassifier(ClassifierMixin, BaseEstimator):
+class CTREClassifier(EstimatorState, ClassifierMixin, BaseEstimator):
     """Truly-sparse MLP classifier with CTRE / SET dynamic topology.
 
     Parameters
@@ -298,9 +275,6 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         self.warmup_epochs = warmup_epochs
 
     # ---------------------------------------------------------------- checks
-    def _hidden_sizes(self):
-        return hidden_sizes(self.hidden_layer_sizes)
-
     def validate_params(self):
         """Check every constructor parameter now (``fit`` does it first thing).
 
@@ -341,78 +315,12 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
         out /= self.input_scale_.astype(dtype)
         return out.T
 
-    # ------------------------------------------------------------ construction
-    def _build(self, n_features, n_classes, entropy):
-        """Create model, optimizer, topology updater and trainer (fresh weights).
-
-        Returns the seed (a SeedSequence) of the validation split.
-        """
-        SparseMLP, SGD, TopologyUpdater, training = _core()
-        if self.device == "cuda":
-            from .device import require_cuda
-
-            require_cuda("CTREClassifier(device='cuda')")
-        seeds = run_seeds(entropy)  # split, model, trainer
-        sizes = [int(n_features)] + self._hidden_sizes() + [int(n_classes)]
-        sparsity = ({"density": float(self.density)} if self.density is not None
-                    else {"epsilon": float(self.epsilon)})
-        cfg = resolved(self, sizes)
-        model = SparseMLP(sizes, activation=self.activation, dropout=cfg["dropout"],
-                          dtype=np.dtype(self.dtype), backend=self.backend, init=cfg["init"],
-                          random_state=np.random.default_rng(seeds[1]), **sparsity)
-        if self.device == "cuda":
-            model.to_device("cuda")     # the Trainer moves the optimizer state along
-        optimizer = SGD(learning_rate=cfg["learning_rate"], momentum=float(self.momentum),
-                        nesterov=bool(self.nesterov), weight_decay=cfg["weight_decay"],
-                        schedule=cfg["schedule"], backend=self.backend,
-                        clip=_clip(cfg["grad_clip"]))
-        cosine_samples = _ALL_SAMPLES if self.cosine_samples is None else int(self.cosine_samples)
-        updater = TopologyUpdater(zeta=float(self.zeta), growth=self.growth,
-                                  cosine_samples=cosine_samples, patience=int(self.patience),
-                                  backend=self.backend,
-                                  cosine_approx_dim=(None if self.cosine_approx_dim is None
-                                                     else int(self.cosine_approx_dim)),
-                                  cosine_approx_oversample=int(self.cosine_approx_oversample),
-                                  cosine_mode=self.cosine_mode, grow_init=cfg["grow_init"])
-        self._trainer = training.Trainer(model, optimizer, updater,
-                                         batch_size=int(self.batch_size),
-                                         random_state=np.random.default_rng(seeds[2]))
-        self._built_with = params_json(self)
-        return seeds[0]
-
-    def _apply_changed_params(self):
-        """Carry ``set_params`` changes since the build into the training core (``partial_fit``).
-
-        The optimizer's hyper-parameters and ``zeta`` take effect from the
-        next epoch (and are what :meth:`save` then records); the parameters
-        that define the network or the topology strategy cannot change under
-        a trained model: ValueError, naming them.
-        """
-        now = params_json(self)
-        changed = {k for k in now if now[k] != self._built_with.get(k)}
-        frozen = sorted(changed - _LIVE_PARAMS - _IDLE_PARAMS)
-        if frozen:
-            raise ValueError(f"partial_fit cannot change {frozen} of a trained model (they "
-                             f"define its network or training core); call fit to start again")
-        opt = self._trainer.optimizer
-        cfg = resolved(self, self._trainer.model.layer_sizes)
-        opt.learning_rate = opt.current_lr = cfg["learning_rate"]
-        opt.schedule = cfg["schedule"]
-        opt.momentum, opt.nesterov = float(self.momentum), bool(self.nesterov)
-        opt.weight_decay = cfg["weight_decay"]
-        if opt.clip is None or cfg["grad_clip"] == 0:
-            opt.clip = _clip(cfg["grad_clip"])
-        else:
-            opt.clip.factor = cfg["grad_clip"]  # the recent norms carry over
-        self._trainer.updater.zeta = float(self.zeta)
-        self._built_with = now
-
+    # ------------------------------------------------------------------ fitting
     def _split_validation(self, y_codes, seed):
         """The held-out validation rows (:func:`~ctre_sparse._split.validation_indices`)."""
         return validation_indices(y_codes, len(self.classes_), self.validation_fraction,
                                   int(np.random.default_rng(seed).integers(2**31)))
 
-    # ------------------------------------------------------------------ fitting
     def fit(self, X, y, *, resume=False, callbacks=None):
         """Train for ``max_epochs`` epochs (from scratch, or resumed).
 
@@ -525,7 +433,7 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
                 break
 
     def _one_epoch(self, X_fm, y, X_val_fm, y_val):
-        training = _core()[3]
+        from . import training     # lazily, as the build does (it pulls in the kernels)
         try:
             record = self._trainer.run_epoch(X_fm, y, X_val_fm, y_val)
         except training.TrainingDivergedError as exc:
@@ -624,138 +532,3 @@ class CTREClassifier(ClassifierMixin, BaseEstimator):
     def n_connections_(self):
         """Number of connections in each layer (list of int)."""
         return [int(layer.W.nnz) for layer in self._layers()]
-
-    # ------------------------------------------------------------ persistence
-    def save(self, path):
-        """Save the fitted estimator and its full training state to ``path`` (.npz).
-
-        The file loads with ``np.load(path, allow_pickle=False)``; see
-        :mod:`ctre_sparse.persistence` for its members. Writing is atomic.
-        """
-        check_is_fitted(self)
-        return self._write(Path(path))
-
-    @classmethod
-    def load(cls, path, *, device=None):
-        """Load an estimator saved by :meth:`save` (or a checkpoint).
-
-        The result predicts, and continues training with :meth:`partial_fit`
-        or ``fit(X, y, resume=path)`` exactly where the saved one stopped.
-
-        Parameters
-        ----------
-        path : str or Path
-        device : {"cpu", "cuda"}, optional
-            Where to put the model; default: the saved ``device``, except that
-            a model saved with ``device="cuda"`` loads on the CPU (with a
-            warning) where the CUDA backend is unavailable.
-        """
-        state = read_saved_state(path)
-        est = cls(**loadable_params(state["meta"], cls().get_params(deep=False), device, path))
-        est._set_state(state, source=path)
-        return est
-
-    def _checkpoint_path(self):
-        return None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / CHECKPOINT_NAME
-
-    def _resume_path(self, resume):
-        if resume is False or resume is None:
-            return None
-        if resume is True:
-            path = self._checkpoint_path()
-            if path is None:
-                raise ValueError("fit(resume=True) needs checkpoint_dir to be set")
-            if not path.exists():
-                logger.warning("resume=True but there is no checkpoint at %s: training from "
-                               "scratch", path)
-                return None
-            return path
-        return Path(resume)
-
-    def _writes_files(self):
-        """False on the ranks other than 0 of a distributed fit in progress."""
-        comm = getattr(self, "_comm", None)
-        return comm is None or comm.is_root
-
-    def _write(self, path):
-        if not self._writes_files():
-            return Path(path)
-        return persistence.write_state(path, self._get_state())
-
-    def _get_state(self):
-        """The fitted state, as :mod:`ctre_sparse.persistence` writes it.
-
-        ``{"meta", "history", "arrays", "tree"}``: JSON-able metadata (the
-        parameters, feature and epoch counts, the seed in use, the data
-        fingerprint), the epoch records, named host arrays (classes, the
-        validation split, feature names, the input standardization, every
-        layer's CSR arrays and bias)
-        and the training core's state (``Trainer.state_dict()``).
-        """
-        trainer = self._trainer
-        meta = {"ctre_sparse_version": __version__, "params": params_json(self),
-                "n_features_in": int(self.n_features_in_), "n_iter": int(self.n_iter_),
-                "n_layers": len(trainer.model.layers), "entropy": int(self._entropy),
-                "fingerprint": self._fingerprint}
-        arrays = {"classes": storable_classes(self.classes_),
-                  "validation_indices": np.asarray(self._val_idx, dtype=np.int64),
-                  "input_mean": np.asarray(self.input_mean_, dtype=np.float64),
-                  "input_scale": np.asarray(self.input_scale_, dtype=np.float64)}
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names_in"] = np.asarray(self.feature_names_in_).astype(str)
-        for i, layer in enumerate(trainer.model.layers):
-            W = layer.W
-            for name, arr in (("indptr", W.indptr), ("indices", W.indices), ("data", W.data),
-                              ("bias", layer.b)):
-                arrays[f"layers/{i}/{name}"] = np.ascontiguousarray(to_host(arr))
-            arrays[f"layers/{i}/shape"] = np.array(W.shape, dtype=np.int64)
-        return {"meta": meta, "history": list(self.history_), "arrays": arrays,
-                "tree": trainer.state_dict()}
-
-    def _set_state(self, state, X=None, codes=None, *, source="<memory>"):
-        """Rebuild the fitted state from :meth:`_get_state`'s dict (e.g. read from a file).
-
-        With ``X`` and ``codes`` (resuming ``fit``), the parameters, features,
-        classes and data fingerprint are first checked against the state;
-        without, the classes and features are taken from it.
-        """
-        try:
-            self._restore(state, X, codes, source)
-        except (KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise ValueError(f"{source}: not a valid ctre_sparse model file (malformed "
-                             f"training state: {type(exc).__name__}: {exc})") from None
-        except ValueError as exc:
-            if str(exc).startswith(("cannot resume", f"{source}:")):
-                raise
-            raise ValueError(f"{source}: not a valid ctre_sparse model file ({exc})") from None
-        logger.info("restored %s at epoch %d", source, self.n_iter_)
-
-    def _restore(self, state, X, codes, source):
-        self.validate_params()
-        meta, arrays = state["meta"], state["arrays"]
-        check_saved_model(state, self._hidden_sizes())
-        if X is not None:
-            check_resumable(state, params=params_json(self), classes=self.classes_, X=X,
-                            codes=codes, dtype=self.dtype, source=source)
-        else:
-            self.classes_ = arrays["classes"]
-            self.n_features_in_ = int(meta["n_features_in"])
-            if "feature_names_in" in arrays:
-                self.feature_names_in_ = arrays["feature_names_in"].astype(object)
-        self.input_mean_, self.input_scale_ = restored_scaling(arrays, self.n_features_in_,
-                                                               source)
-        self._build(self.n_features_in_, len(self.classes_), meta["entropy"])
-        self._trainer.load_state_dict(state["tree"])
-        self._entropy = int(meta["entropy"])
-        self._fingerprint = meta["fingerprint"]
-        self._val_idx = np.asarray(arrays["validation_indices"], dtype=np.int64)
-        self.n_iter_ = int(meta["n_iter"])
-        self.history_ = list(state["history"])
-
-
-#: Parameters that ``partial_fit`` carries into a trained model's training core.
-_LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta",
-                          "lr_schedule", "warmup_epochs", "grad_clip"})
-#: Parameters that ``partial_fit`` does not use or reads at every call.
-_IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
-                          "batch_size", "validation_fraction", "random_state"})
