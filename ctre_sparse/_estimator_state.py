@@ -91,9 +91,11 @@ def with_legacy_defaults(params):
     ``init``, ``grow_init``, ``lr_schedule``, ``warmup_epochs``): such files
     trained in the CTRE authors' regime, ``"paper"``, with their saved
     learning rate. ``grad_clip``: such files trained without clipping, 0.
+    ``prune``: such files pruned by magnitude.
     """
     params = dict(params)
     params.setdefault("grad_clip", 0.0)  # files older than it trained without clipping
+    params.setdefault("prune", "magnitude")
     if "cosine_mode" not in params:
         params["cosine_mode"] = "exact" if params.get("cosine_approx_dim") is None else "auto"
     if "preset" not in params:
@@ -291,7 +293,7 @@ def _clip(factor):
 
 #: Parameters that ``partial_fit`` carries into a trained model's training core.
 _LIVE_PARAMS = frozenset({"learning_rate", "momentum", "nesterov", "weight_decay", "zeta",
-                          "lr_schedule", "warmup_epochs", "grad_clip"})
+                          "lr_schedule", "warmup_epochs", "grad_clip", "prune"})
 #: Parameters that ``partial_fit`` does not use or reads at every call.
 _IDLE_PARAMS = frozenset({"max_epochs", "verbose", "checkpoint_dir", "checkpoint_every",
                           "batch_size", "validation_fraction", "random_state"})
@@ -346,7 +348,8 @@ class EstimatorState:
                                   cosine_approx_dim=(None if self.cosine_approx_dim is None
                                                      else int(self.cosine_approx_dim)),
                                   cosine_approx_oversample=int(self.cosine_approx_oversample),
-                                  cosine_mode=self.cosine_mode, grow_init=cfg["grow_init"])
+                                  cosine_mode=self.cosine_mode, grow_init=cfg["grow_init"],
+                                  prune=cfg["prune"])
         self._trainer = training.Trainer(model, optimizer, updater,
                                          batch_size=int(self.batch_size),
                                          random_state=np.random.default_rng(seeds[2]))
@@ -378,6 +381,7 @@ class EstimatorState:
         else:
             opt.clip.factor = cfg["grad_clip"]  # the recent norms carry over
         self._trainer.updater.zeta = float(self.zeta)
+        self._trainer.updater.prune = cfg["prune"]
         self._built_with = now
 
     # ------------------------------------------------------------ persistence

@@ -17,10 +17,10 @@ __all__ = ["check_number", "hidden_sizes", "check_params", "params_json", "PRESE
 PRESETS = {
     "default": {"init": "he_sparse", "grow_init": "threshold", "learning_rate": "fan_in",
                 "lr_schedule": "cosine", "warmup_epochs": 5, "weight_decay": 1e-3,
-                "dropout": 0.05, "grad_clip": 5.0},
+                "dropout": 0.05, "grad_clip": 5.0, "prune": "activity"},
     "paper": {"init": "he", "grow_init": "he", "learning_rate": 0.01, "lr_schedule": "constant",
               "warmup_epochs": 0, "weight_decay": 1e-4, "dropout": 0.0,
-              "grad_clip": 0.0},
+              "grad_clip": 0.0, "prune": "magnitude"},
 }
 #: Peak learning rate of the presets for ``growth="rigl"``: its gradient-chasing
 #: growth piles connections onto a few neurons and diverged at 0.3 (docs/accuracy.md).
@@ -30,6 +30,7 @@ FAN_IN_LR_SCALE = 0.4
 FAN_IN_LR_MAX = 0.3
 INITS = ("he", "he_sparse")
 GROW_INITS = ("he", "he_sparse", "zeros", "kept", "threshold")
+PRUNES = ("magnitude", "activity")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -79,7 +80,7 @@ def fan_in_learning_rate(sizes, epsilon=None, density=None):
 
 def resolved(est, sizes=None):
     """The preset-dependent settings of ``est``: ``init``, ``grow_init``, ``learning_rate``,
-    ``schedule``, ``weight_decay``, ``dropout``, ``grad_clip`` (0: none).
+    ``schedule``, ``weight_decay``, ``dropout``, ``grad_clip`` (0: none), ``prune``.
 
     ``sizes`` (the layer sizes, inputs to classes) is needed only where the
     learning rate follows the network (:func:`fan_in_learning_rate`);
@@ -107,7 +108,7 @@ def resolved(est, sizes=None):
     return {"init": cfg["init"], "grow_init": cfg["grow_init"],
             "learning_rate": None if lr is None else float(lr), "schedule": schedule,
             "weight_decay": float(cfg["weight_decay"]), "dropout": float(cfg["dropout"]),
-            "grad_clip": float(cfg["grad_clip"])}
+            "grad_clip": float(cfg["grad_clip"]), "prune": cfg["prune"]}
 
 
 def _shown(value):
@@ -200,7 +201,7 @@ def _check_preset_params(est):
     if est.preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {_shown(est.preset)!r}")
     for name, allowed in (("init", INITS), ("grow_init", GROW_INITS),
-                          ("lr_schedule", LR_SCHEDULES)):
+                          ("lr_schedule", LR_SCHEDULES), ("prune", PRUNES)):
         value = getattr(est, name)
         if value is not None and value not in allowed:
             raise ValueError(f"{name} must be None or one of {allowed}, got {_shown(value)!r}")

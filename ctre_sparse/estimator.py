@@ -87,6 +87,7 @@ class CTREClassifier(EstimatorState, ClassifierMixin, BaseEstimator):
         weight_decay    1e-3                 1e-4
         dropout         0.05                 0.0
         grad_clip       5.0                  0.0 (none)
+        prune           "activity"           "magnitude"
         ==============  ===================  ==================================
 
         ``k`` is the network's mean number of inputs per neuron (about
@@ -166,6 +167,17 @@ class CTREClassifier(EstimatorState, ClassifierMixin, BaseEstimator):
         (:class:`~ctre_sparse.nn.clip.OutlierClip`); 0: no clipping. None: the
         preset's (``"default"`` 5.0, ``"paper"`` 0). Models saved before this
         parameter existed load with 0, which is what they ran.
+    prune : {"magnitude", "activity"}, optional
+        Which connections each topology update removes. ``"magnitude"``: the
+        ``zeta`` fraction with the smallest ``|w|`` (SET, CTRE). ``"activity"``:
+        the smallest ``|w_ij|`` times the standard deviation of the input
+        neuron's activation over the update's samples, each removed
+        connection's mean contribution moving into its neuron's bias
+        (:class:`~ctre_sparse.topology.TopologyUpdater`; with random growth
+        this adds one activation pass per update). None: the preset's
+        (``"default"`` "activity", ``"paper"`` "magnitude"). Models saved
+        before this parameter existed load with "magnitude", which is what
+        they ran.
     standardize : bool, default True
         Scale every input feature to zero mean and unit variance with the
         statistics of the data given to the first :meth:`fit` (or the first
@@ -238,7 +250,7 @@ class CTREClassifier(EstimatorState, ClassifierMixin, BaseEstimator):
                  dropout=None, standardize=True, random_state=None, verbose=0, backend="auto",
                  device="cpu", distributed=None, checkpoint_dir=None, checkpoint_every=1,
                  dtype=np.float32, preset="default", init=None, grow_init=None,
-                 lr_schedule=None, warmup_epochs=None, grad_clip=None):
+                 lr_schedule=None, warmup_epochs=None, grad_clip=None, prune=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.density = density
@@ -259,6 +271,7 @@ class CTREClassifier(EstimatorState, ClassifierMixin, BaseEstimator):
         self.cosine_mode = cosine_mode
         self.dropout = dropout
         self.grad_clip = grad_clip
+        self.prune = prune
         self.standardize = standardize
         self.random_state = random_state
         self.verbose = verbose

@@ -431,16 +431,22 @@ def _topk_args(A, B, k, exclude, block_bytes, check, op):
 
 
 # ------------------------------------------------------------------ topology
-def prune_magnitude(W, fraction, *, backend="auto", check=True):
-    """Remove the ``fraction`` of connections with the smallest ``|w|``.
+def prune_magnitude(W, fraction, *, column_scale=None, backend="auto", check=True):
+    """Remove the ``fraction`` of connections with the smallest ``|w|`` (or ``|w| * scale``).
 
-    ``floor(fraction * nnz)`` entries go; among equal magnitudes the entry
-    stored first goes first.
+    ``floor(fraction * nnz)`` entries go; among equal magnitudes (scores) the
+    entry stored first goes first.
 
     Parameters
     ----------
     W : CSRMatrix or scipy.sparse CSR
     fraction : float in [0, 1]
+    column_scale : ndarray, shape (n_in,), optional
+        Finite, non-negative weights of the input neurons (columns), dtype
+        and device of ``W``. Given, the entries with the smallest score
+        ``|w_ij| * column_scale[j]`` go: with the inputs' standard deviations
+        over some samples, the connections whose removal moves their outputs
+        least (activity-aware pruning; docs/accuracy.md, step 9). None: ``|w|``.
     backend : str, default "auto"
     check : bool, default True
         Validate W's index structure (see :func:`spmm`); False is UNSAFE.
@@ -461,13 +467,17 @@ def prune_magnitude(W, fraction, *, backend="auto", check=True):
            [ 2.,  0.]])
     >>> res.kept.tolist(), res.removed_rows.tolist(), res.removed_cols.tolist()
     ([1, 2], [0, 1], [0, 1])
+    >>> prune_magnitude(W, 0.5, column_scale=np.array([100., 0.01])).matrix.toarray()
+    array([[0.1, 0. ],
+           [2. , 0. ]])
     """
     W = _csr_operand(W, check)
     fraction = _check_fraction(fraction)
     _check_finite_weights(W)
     xp = W.xp
     n_remove = int(np.floor(fraction * W.nnz))
-    kept = select_backend(backend, W.data).prune_magnitude(W.indptr, W.indices, W.data, n_remove)
+    scores = W.data if column_scale is None else _pruning_scores(W, column_scale)
+    kept = select_backend(backend, W.data).prune_magnitude(W.indptr, W.indices, scores, n_remove)
     keep_mask = xp.zeros(W.nnz, dtype=bool)
     keep_mask[kept] = True
     removed = xp.flatnonzero(~keep_mask)
@@ -482,6 +492,16 @@ def prune_magnitude(W, fraction, *, backend="auto", check=True):
                           valid=W.validated)
     return PruneResult(new, kept.astype(np.int64, copy=False), removed_rows,
                        W.indices[removed].astype(np.int64))
+
+
+def _pruning_scores(W, scale):
+    """``|w_ij| * scale[j]`` per stored entry, after checking ``scale`` (see prune_magnitude)."""
+    _check_dense("column_scale", scale, ndim=1, dtype=W.dtype, rows=W.n_in, xp=W.xp,
+                 contiguous=False)
+    xp = W.xp
+    if not bool(xp.all(xp.isfinite(scale) & (scale >= 0))):
+        raise ValueError("column_scale must be finite and >= 0 (one weight per input neuron)")
+    return xp.abs(W.data) * scale[W.indices]
 
 
 def _check_fraction(fraction):

@@ -43,19 +43,21 @@ def test_train_digits_end_to_end(tmp_path, capsys):
     assert model.weight_decay is None and model._trainer.optimizer.weight_decay == 1e-3
     assert model.dropout is None and model._trainer.model.dropout == 0.05
     assert model.grad_clip is None and model._trainer.optimizer.clip.factor == 5.0
+    assert model.prune is None and model._trainer.updater.prune == "activity"
 
 
 def test_train_weight_decay_and_dropout_flags_reach_the_model(tmp_path):
     out = tmp_path / "wd"
     assert main(["train", "--epochs", "1", "--hidden", "16", "--epsilon", "5", "--quiet",
                  "--weight-decay", "0.02", "--dropout", "0.2", "--preset", "paper",
-                 "--grad-clip", "3", "--out", str(out)]) == 0
+                 "--grad-clip", "3", "--prune", "activity", "--out", str(out)]) == 0
     from ctre_sparse import CTREClassifier
 
     model = CTREClassifier.load(out / "model.npz")
     assert model.weight_decay == 0.02 and model._trainer.optimizer.weight_decay == 0.02
     assert model.dropout == 0.2 and model._trainer.model.dropout == 0.2
     assert model.grad_clip == 3.0 and model._trainer.optimizer.clip.factor == 3.0
+    assert model.prune == "activity" and model._trainer.updater.prune == "activity"
     assert model.preset == "paper" and model._trainer.optimizer.learning_rate == 0.01
 
 

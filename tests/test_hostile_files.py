@@ -139,7 +139,7 @@ def test_bad_values_are_refused(saved, tmp_path, name, value, message):
 
 @pytest.mark.parametrize("name, value", [
     ("preset", "evil"), ("init", "glorot"), ("grow_init", "ones"), ("lr_schedule", 3),
-    ("warmup_epochs", -2), ("learning_rate", "fan_in"), ("growth", "rigl2"),
+    ("warmup_epochs", -2), ("learning_rate", "fan_in"), ("growth", "rigl2"), ("prune", "evil"),
 ])
 def test_bad_preset_parameters_are_refused(saved, tmp_path, name, value):
     good, _ = saved
@@ -155,6 +155,15 @@ def test_a_regrowth_rule_the_library_does_not_have(saved, tmp_path):
                          "state_json")
     path = _write(tmp_path / "grow.npz", members)
     with pytest.raises(ValueError, match="grow.npz: .*grow_init must be one of"):
+        CTREClassifier.load(path)
+
+
+def test_a_pruning_rule_the_library_does_not_have(saved, tmp_path):
+    good, _ = saved
+    members = _edit_json(_members(good), lambda t: t["updater"].update(prune="os.system"),
+                         "state_json")
+    path = _write(tmp_path / "prune.npz", members)
+    with pytest.raises(ValueError, match="prune.npz: .*prune must be one of"):
         CTREClassifier.load(path)
 
 

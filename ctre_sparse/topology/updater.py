@@ -17,10 +17,12 @@ from .growth import GrowthContext, get_growth
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TopologyUpdater", "GROW_INITS"]
+__all__ = ["TopologyUpdater", "GROW_INITS", "PRUNES"]
 
 #: How regrown connections get their weights (see :class:`TopologyUpdater`).
 GROW_INITS = ("he", "he_sparse", "zeros", "kept", "threshold")
+#: Pruning criteria (``TopologyUpdater(prune=...)``).
+PRUNES = ("magnitude", "activity")
 
 #: Most samples per forward chunk of the activation pass (chunks are made equal,
 #: so that they share one set of buffers: 2,000 samples go as 4 x 500). Measured
@@ -54,7 +56,8 @@ class TopologyUpdater:
     """Remove the weakest connections of every layer and grow as many back.
 
     Per layer: :func:`~ctre_sparse.ops.prune_magnitude` removes
-    ``floor(zeta * nnz)`` connections with the smallest ``|w|``; the growth
+    ``floor(zeta * nnz)`` connections with the smallest ``|w|`` (or, with
+    ``prune="activity"``, the smallest ``|w| * std(input)``); the growth
     strategy chooses as many absent connections; they get weights by the
     ``grow_init`` rule and momentum 0
     (:meth:`~ctre_sparse.nn.optim.SGD.remap`); :func:`~ctre_sparse.ops.insert`
@@ -113,9 +116,21 @@ class TopologyUpdater:
         output neuron after the update (:func:`~ctre_sparse.nn.init.fan_in_bounds`);
         ``"zeros"``: 0 (RigL's choice); ``"kept"``: magnitudes drawn from the
         layer's connections that survived pruning, random signs;
-        ``"threshold"``: ``U(+-t)`` with ``t`` the largest magnitude pruned in
-        this update, so a new connection starts no stronger than the weakest
-        survivor and no weaker than what was just judged useless.
+        ``"threshold"``: ``U(+-t)`` with ``t`` the ``floor(zeta * nnz)``-th
+        smallest magnitude of the layer before the update (under magnitude
+        pruning the largest magnitude pruned), so a new connection starts
+        no stronger than the weakest survivor of magnitude pruning.
+    prune : {"magnitude", "activity"}, default "magnitude"
+        Which connections go. ``"magnitude"``: the smallest ``|w_ij|`` (SET,
+        CTRE). ``"activity"``: the smallest ``|w_ij| * s_j``, ``s_j`` the
+        standard deviation of the input neuron's activation over the
+        update's samples (the same activation pass as cosine growth; random
+        growth then runs one too), and each pruned connection's mean
+        contribution ``w_ij * mean(a_j)`` moves into its output neuron's
+        bias, so the pruning changes every pre-activation's mean over the
+        samples by nothing: a weight on a near-constant input acts as a bias
+        and is dropped first, a small weight on a widely varying input is
+        kept (docs/accuracy.md, step 9).
 
     Examples
     --------
@@ -132,7 +147,7 @@ class TopologyUpdater:
     def __init__(self, zeta=0.3, growth="random", *, cosine_samples=1000, patience=40,
                  block_bytes=ops.TOPK_BLOCK_BYTES, backend="auto", cosine_approx_dim=None,
                  cosine_approx_oversample=4, cosine_approx_min_pairs=4096 * 4096,
-                 cosine_mode="auto", grow_init="he"):
+                 cosine_mode="auto", grow_init="he", prune="magnitude"):
         if not 0.0 <= float(zeta) < 1.0:
             raise ValueError(f"zeta must be in [0, 1), got {zeta!r}")
         if int(cosine_samples) < 1:
@@ -149,6 +164,9 @@ class TopologyUpdater:
         if grow_init not in GROW_INITS:
             raise ValueError(f"grow_init must be one of {GROW_INITS}, got {grow_init!r}")
         self.grow_init = grow_init
+        if prune not in PRUNES:
+            raise ValueError(f"prune must be one of {PRUNES}, got {prune!r}")
+        self.prune = prune
         if backend != "auto":
             get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.zeta = float(zeta)
@@ -204,7 +222,7 @@ class TopologyUpdater:
                 model, X.shape[1], lambda chunk, buffers: model.loss_gradients(
                     X, y, rng=drop_rng, batch_size=chunk, buffers=buffers))
             return [(inputs[i], None, grads[i]) for i in range(model.n_layers)]
-        if growth.needs_activations:
+        if growth.needs_activations or self.prune == "activity":
             acts = self._activations(model, self._subset(model, X, None, rng)[0])
             return [(acts[i], acts[i + 1], None) for i in range(model.n_layers)]
         return None
@@ -305,15 +323,19 @@ class TopologyUpdater:
 
     def _update_layer(self, i, layer, acts, optimizer, rng, *, topk=None):
         W = layer.W
-        pruned = ops.prune_magnitude(W, self.zeta, backend=self.backend)
+        A_in, A_out, G_out = acts[i] if acts is not None else (None, None, None)
+        activity = self.prune == "activity"
+        scale = A_in.std(axis=1) if activity else None
+        pruned = ops.prune_magnitude(W, self.zeta, column_scale=scale, backend=self.backend)
         W.invalidate_cache()  # its transpose and row indices (12 bytes per connection) are stale
         n = int(pruned.removed_rows.shape[0])
-        scored = acts is not None and not self.growth.needs_gradients
-        mode = self._layer_mode(W, acts[i][0].shape[1]) if scored else None
+        scored = acts is not None and self.growth.needs_activations
+        mode = self._layer_mode(W, A_in.shape[1]) if scored else None
         if n == 0:
             return {"n_pruned": 0, "n_cosine": 0, "n_random": 0, "nnz": W.nnz,
                     "cosine_mode": None}
-        A_in, A_out, G_out = acts[i] if acts is not None else (None, None, None)
+        if activity:
+            _bias_compensation(layer, W, pruned, A_in.mean(axis=1))
         ctx = GrowthContext(i, pruned.matrix, pruned.removed_rows, pruned.removed_cols,
                             A_in, A_out, G_out=G_out, backend=self.backend,
                             block_bytes=self.block_bytes,
@@ -344,9 +366,7 @@ class TopologyUpdater:
             return np.zeros(n, dtype=W.dtype)
         if self.grow_init == "threshold":  # on the layer's device: O(nnz), one scalar back
             xp = W.xp
-            removed = xp.ones(W.nnz, dtype=bool)
-            removed[pruned.kept] = False
-            t = float(xp.abs(W.data[removed]).max())  # n > 0 connections were removed
+            t = float(xp.partition(xp.abs(W.data), n - 1)[n - 1])  # 0 < n <= nnz
             return rng.uniform(-t, t, n).astype(W.dtype)
         if self.grow_init == "kept":
             kept = pruned.matrix.data
@@ -370,9 +390,10 @@ class TopologyUpdater:
         return "exact" if pairs * n_samples <= AUTO_EXACT_WORK else "index"
 
     def state_dict(self):
-        """JSON-able state: ``zeta``, ``cosine_samples`` and ``growth`` (the strategy's state)."""
+        """JSON-able state: ``zeta``, ``cosine_samples``, ``grow_init``, ``prune``, ``growth``."""
         return {"zeta": self.zeta, "cosine_samples": self.cosine_samples,
-                "grow_init": self.grow_init, "growth": self.growth.state_dict()}
+                "grow_init": self.grow_init, "prune": self.prune,
+                "growth": self.growth.state_dict()}
 
     def load_state_dict(self, d):
         """Restore :meth:`state_dict` (the strategy must have the same name)."""
@@ -382,14 +403,33 @@ class TopologyUpdater:
         if grow_init not in GROW_INITS:
             raise ValueError(f"grow_init must be one of {GROW_INITS}, got {grow_init!r}")
         self.grow_init = grow_init
+        prune = d.get("prune", "magnitude")  # files written before prune: "magnitude"
+        if prune not in PRUNES:
+            raise ValueError(f"prune must be one of {PRUNES}, got {prune!r}")
+        self.prune = prune
         self.growth.load_state_dict(d["growth"])
 
     def __repr__(self):
         mode = "" if self.cosine_mode == "auto" else f", cosine_mode={self.cosine_mode!r}"
         mode += "" if self.grow_init == "he" else f", grow_init={self.grow_init!r}"
+        mode += "" if self.prune == "magnitude" else f", prune={self.prune!r}"
         approx = ("" if self.cosine_approx_dim is None else
                   f", cosine_approx_dim={self.cosine_approx_dim}, cosine_approx_oversample="
                   f"{self.cosine_approx_oversample}, cosine_approx_min_pairs="
                   f"{self.cosine_approx_min_pairs}")
         return (f"TopologyUpdater(zeta={self.zeta}, growth={self.growth!r}, "
                 f"cosine_samples={self.cosine_samples}{mode}{approx})")
+
+
+def _bias_compensation(layer, W, pruned, mean):
+    """Add the pruned connections' mean contributions ``w_ij * mean_j`` to their rows' biases.
+
+    ``W`` is the layer's matrix before the pruning ``pruned``; ``mean`` the
+    input neurons' mean activations (``W.n_in``). O(nnz) on the layer's device.
+    """
+    xp = W.xp
+    removed = xp.ones(W.nnz, dtype=bool)
+    removed[pruned.kept] = False
+    shift = xp.bincount(pruned.removed_rows, minlength=W.n_out,
+                        weights=W.data[removed] * mean[pruned.removed_cols])
+    layer.b += shift.astype(layer.b.dtype)
