@@ -363,13 +363,15 @@ def resolved_params(params, epochs, method, dataset, epsilon):
 
 
 def recorded_resolution(r):
-    """A run's recorded preset values; runs from before ``weight_decay``, ``dropout`` and
-    ``grad_clip`` followed the preset trained with the estimator's fixed 1e-4, 0.0 and no
-    clipping (or the values their params gave)."""
+    """A run's recorded preset values; runs from before ``weight_decay``, ``dropout``,
+    ``grad_clip`` and ``prune`` followed the preset trained with the estimator's fixed 1e-4,
+    0.0, no clipping and magnitude pruning (or the values their params gave)."""
     rec = r.get("resolved")
-    for name, before in (("weight_decay", 1e-4), ("dropout", 0.0), ("grad_clip", 0.0)):
+    for name, before in (("weight_decay", 1e-4), ("dropout", 0.0), ("grad_clip", 0.0),
+                         ("prune", "magnitude")):
         if rec is not None and name not in rec:
-            rec = {**rec, name: float(r["params"].get(name, before))}
+            value = r["params"].get(name, before)
+            rec = {**rec, name: value if isinstance(value, str) else float(value)}
     return rec
 
 

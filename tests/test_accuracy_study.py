@@ -40,6 +40,15 @@ def test_a_run_without_dropout_is_not_the_current_default():
     assert study.recorded_resolution(_record(params, before)) != _current(params)
 
 
+def test_runs_from_before_prune_pruned_by_magnitude():
+    params = {"preset": "default"}
+    old = {k: v for k, v in _current(params).items() if k != "prune"}
+    rec = study.recorded_resolution(_record(params, old))
+    assert rec["prune"] == "magnitude" and rec != _current(params)
+    screened = {"preset": "default", "prune": "activity"}     # a screen of the new value
+    assert study.recorded_resolution(_record(screened, old)) == _current(params)
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_the_dense_baseline_holds_out_the_rows_the_estimator_holds_out(seed):
     """The dense MLP is scored on the validation rows of CTREClassifier(random_state=seed)."""

@@ -149,21 +149,13 @@ def test_bad_preset_parameters_are_refused(saved, tmp_path, name, value):
         CTREClassifier.load(path)
 
 
-def test_a_regrowth_rule_the_library_does_not_have(saved, tmp_path):
+@pytest.mark.parametrize("rule", ["grow_init", "prune"])
+def test_a_topology_rule_the_library_does_not_have(saved, tmp_path, rule):
     good, _ = saved
-    members = _edit_json(_members(good), lambda t: t["updater"].update(grow_init="os.system"),
+    members = _edit_json(_members(good), lambda t: t["updater"].update({rule: "os.system"}),
                          "state_json")
-    path = _write(tmp_path / "grow.npz", members)
-    with pytest.raises(ValueError, match="grow.npz: .*grow_init must be one of"):
-        CTREClassifier.load(path)
-
-
-def test_a_pruning_rule_the_library_does_not_have(saved, tmp_path):
-    good, _ = saved
-    members = _edit_json(_members(good), lambda t: t["updater"].update(prune="os.system"),
-                         "state_json")
-    path = _write(tmp_path / "prune.npz", members)
-    with pytest.raises(ValueError, match="prune.npz: .*prune must be one of"):
+    path = _write(tmp_path / "rule.npz", members)
+    with pytest.raises(ValueError, match=f"rule.npz: .*{rule} must be one of"):
         CTREClassifier.load(path)
 
 
