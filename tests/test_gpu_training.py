@@ -37,10 +37,11 @@ def data():
     return X, y.astype(np.int64)
 
 
-def _trainer(growth="ctre_sim", dtype=np.float32, dropout=0.0, lr=0.05, backend="auto", seed=0):
+def _trainer(growth="ctre_sim", dtype=np.float32, dropout=0.0, lr=0.05, backend="auto", seed=0,
+             prune="magnitude"):
     model = SparseMLP([20, 48, 48, 3], "relu", epsilon=4, dropout=dropout, dtype=dtype,
                       backend=backend, random_state=seed)
-    updater = TopologyUpdater(0.3, growth, cosine_samples=200, backend=backend)
+    updater = TopologyUpdater(0.3, growth, cosine_samples=200, backend=backend, prune=prune)
     return Trainer(model, SGD(lr), updater, batch_size=32, random_state=seed + 1)
 
 
@@ -188,11 +189,12 @@ def _cupy():
 
 @gpu
 @pytest.mark.parametrize("growth", ["random", "ctre_sim", "static"])
-def test_gpu_training_matches_cpu_float64(data, growth):
+@pytest.mark.parametrize("prune", ["magnitude", "activity"])
+def test_gpu_training_matches_cpu_float64(data, growth, prune):
     """float64: rounding differences stay ~1e-12, so no tie flips: the same topology."""
     X, y = data
-    cpu = _trainer(growth, dtype=np.float64)
-    gpu_ = _trainer(growth, dtype=np.float64).to_device("cuda")
+    cpu = _trainer(growth, dtype=np.float64, prune=prune)
+    gpu_ = _trainer(growth, dtype=np.float64, prune=prune).to_device("cuda")
     args = (_fm(X[:500], np.float64), y[:500], _fm(X[500:], np.float64), y[500:])
     rec_cpu, rec_gpu = cpu.fit(*args, epochs=4), gpu_.fit(*args, epochs=4)
     for rc, rg in zip(rec_cpu, rec_gpu):
