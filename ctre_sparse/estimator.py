@@ -1,12 +1,12 @@
 """The scikit-learn estimator: :class:`CTREClassifier`.
 
 A truly-sparse MLP trained with SGD while its topology evolves after every
-epoch (prune the ``zeta`` fraction of smallest weights, regrow as many by
+epoch (prune the ``zeta`` fraction of weakest connections, regrow as many by
 cosine similarity of activations and/or at random: SET, CTRE-seq, CTRE-sim;
 or by gradient magnitude: RigL). ``preset="default"`` is the configuration
 that docs/accuracy.md chose for extreme sparsity (weights scaled to each
 neuron's real fan-in, warm-up and cosine decay, L2 1e-3, dropout 0.05, outlier
-gradient clipping); ``preset="paper"`` is the CTRE paper's MADELON run (Atashgahi
+gradient clipping, activity-aware pruning); ``preset="paper"`` is the CTRE paper's MADELON run (Atashgahi
 et al., "A brain-inspired algorithm for training highly sparse neural networks",
 Machine Learning 2022: ``--lr 0.01 --zeta 0.2 --epsilon 1`` with three ReLU
 hidden layers of 1000), except ``max_epochs`` (100 here, 500 there).

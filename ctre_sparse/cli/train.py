@@ -142,7 +142,7 @@ def register(subparsers):
                         "bias (default: the preset's; 'default' activity, 'paper' magnitude)")
     p.add_argument("--preset", default=d["preset"], choices=["default", "paper"],
                    help="initialisation, regrown weights, learning-rate schedule, L2, "
-                        "dropout and clipping: 'paper' is the CTRE authors' regime "
+                        "dropout, clipping and pruning rule: 'paper' is the CTRE authors' regime "
                         "(docs/accuracy.md) "
                         "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d["batch_size"],
