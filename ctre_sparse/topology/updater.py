@@ -130,7 +130,9 @@ class TopologyUpdater:
         bias, so the pruning changes every pre-activation's mean over the
         samples by nothing: a weight on a near-constant input acts as a bias
         and is dropped first, a small weight on a widely varying input is
-        kept (docs/accuracy.md, step 9).
+        kept (docs/accuracy.md, step 9). With gradient growth (``"rigl"``) the
+        statistics come from its pass's layer inputs, which are computed in
+        training mode (dropout applied).
 
     Examples
     --------
