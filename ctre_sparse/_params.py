@@ -29,6 +29,8 @@ RIGL_MAX_LR = 0.1
 FAN_IN_LR_SCALE = 0.4
 FAN_IN_LR_MAX = 0.3
 INITS = ("he", "he_sparse")
+#: The updater's rules (``topology.updater.GROW_INITS`` / ``PRUNES``), restated so that checking
+#: parameters does not import the topology code (a quarter second); a test keeps them equal.
 GROW_INITS = ("he", "he_sparse", "zeros", "kept", "threshold")
 PRUNES = ("magnitude", "activity")
 LR_SCHEDULES = ("constant", "cosine")

@@ -5,19 +5,15 @@ connections removed, the bias compensation, state, presets and hostile values.""
 import numpy as np
 import pytest
 
-from conftest import csr_to_device, to_device
+from conftest import csr_to_device, to_device, to_host
 from ctre_sparse import CTREClassifier, CSRMatrix, prune_magnitude
 from ctre_sparse.nn import SparseMLP
 from ctre_sparse.testing import awkward_csr, random_csr
 from ctre_sparse.topology import TopologyUpdater
 
 
-def _np(a):
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
 def _oracle_kept(W, scale, fraction):
-    """Positions kept: remove the floor(fraction * nnz) smallest |w| * scale[col], ties by position."""
+    """Positions kept: the floor(fraction * nnz) smallest |w| * scale[col] go, ties by position."""
     score = np.abs(W.data) * scale[W.indices]
     n_remove = int(np.floor(fraction * W.nnz))
     order = np.lexsort((np.arange(W.nnz), score))
@@ -27,7 +23,8 @@ def _oracle_kept(W, scale, fraction):
 def _scaled_prune(W, scale, fraction, backend):
     res = prune_magnitude(csr_to_device(W, backend), fraction,
                           column_scale=to_device(scale, backend), backend=backend)
-    return res.matrix.to_device("cpu"), _np(res.kept), _np(res.removed_rows), _np(res.removed_cols)
+    return (res.matrix.to_device("cpu"), to_host(res.kept), to_host(res.removed_rows),
+            to_host(res.removed_cols))
 
 
 @pytest.mark.parametrize("shape,density", [((1, 1), 1.0), ((20, 30), 0.1), ((50, 40), 0.5)])
@@ -52,7 +49,7 @@ def test_unit_scale_is_plain_magnitude_pruning(backend, dtype):
                          values=lambda rng, n: rng.choice([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0], n))
     plain = prune_magnitude(csr_to_device(W, backend), 0.37, backend=backend)
     M, kept, _, _ = _scaled_prune(W, np.ones(W.n_in, dtype), 0.37, backend)
-    np.testing.assert_array_equal(kept, _np(plain.kept))   # ties decided by position alike
+    np.testing.assert_array_equal(kept, to_host(plain.kept))   # ties decided by position alike
 
 
 @pytest.mark.parametrize("kind", ["empty_rows", "nnz0", "one_col", "zero_shape"])
@@ -171,6 +168,13 @@ def test_updater_state_and_validation():
 
 
 # --------------------------------------------------------------------- the estimator
+def test_the_estimators_lists_of_rules_are_the_updaters():
+    from ctre_sparse import _params
+    from ctre_sparse.topology import updater
+
+    assert _params.PRUNES == updater.PRUNES and _params.GROW_INITS == updater.GROW_INITS
+
+
 def _data(n=60, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, 6))
