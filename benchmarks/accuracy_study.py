@@ -1,7 +1,8 @@
 """Accuracy at extreme sparsity: the study behind CTREClassifier's default (docs/accuracy.md).
 
 Trains 3 x 1000 ReLU MLPs (``CTREClassifier``) on scikit-learn's digits, USPS and
-MADELON, one run per (data set, method, epsilon, seed, configuration), and appends
+MADELON (and, when named, the check sets ``usps_small`` and ``classes26``: 1,000-1,600
+samples, 300 epochs, the scale of the issue's held-out sets), one run per (data set, method, epsilon, seed, configuration), and appends
 one JSON line per run to ``--out``: the per-epoch validation and test accuracy, the
 training loss and learning rate, and the summary (test accuracy at the best-
 validation epoch and at the end, the epoch where the test accuracy first reaches
@@ -28,6 +29,8 @@ Examples
     PYTHONPATH=. python benchmarks/accuracy_study.py --table --out docs/results/accuracy_study.jsonl
     PYTHONPATH=. python benchmarks/accuracy_study.py --plot docs/figures/accuracy_default.png \\
         --config default --epsilons 1
+    PYTHONPATH=. python benchmarks/accuracy_study.py --pivot --current --config default \\
+        --dense-config paper --datasets usps_small classes26 --epsilons 1
 """
 
 from __future__ import annotations
@@ -55,10 +58,17 @@ SPARSE_METHODS = ("cosine", "ctre_seq", "ctre_sim", "rigl", "random", "static")
 ABLATIONS = ("cosine_no_readd", "cosine_delay10")
 METHODS = SPARSE_METHODS + ABLATIONS + ("dense_mlp",)
 DATASETS = ("digits", "usps", "madelon")
-EPOCHS = {"digits": 100, "usps": 100, "madelon": 200}
+#: Checks at the issue's own scale, run after the study and never screened on: 1,000-1,600
+#: samples and 300 epochs, like its held-out image and speech sets. "usps_small": a
+#: stratified 1,440 of USPS's rows; "classes26": a synthetic 26-class set of 1,560 x 617
+#: whose features are all linear mixtures of 40 informative ones (correlated, none noise).
+CHECK_SETS = ("usps_small", "classes26")
+ALL_SETS = DATASETS + CHECK_SETS
+EPOCHS = {"digits": 100, "usps": 100, "madelon": 200, "usps_small": 300, "classes26": 300}
 #: (features, classes) per data set: the network's sizes, which the default preset's
 #: learning rate follows (a run's key holds the resolved rate).
-SHAPES = {"digits": (64, 10), "usps": (256, 10), "madelon": (500, 2)}
+SHAPES = {"digits": (64, 10), "usps": (256, 10), "madelon": (500, 2), "usps_small": (256, 10),
+          "classes26": (617, 26)}
 #: Training samples whose activations feed cosine (and gradient) growth. USPS
 #: has 7,920 training rows: all of them would make each topology update ~8x
 #: dearer (three exact 1000 x 1000 top-k scans over 7,920-long vectors) for
@@ -121,6 +131,16 @@ def load(name, data_dir, scaling="standard"):
     elif name == "usps":
         X, y = _usps(data_dir)
         parts = train_test_split(X, y, test_size=0.2, stratify=y, random_state=0)
+    elif name == "usps_small":
+        X, y = _usps(data_dir)
+        X, _, y, _ = train_test_split(X, y, train_size=1440, stratify=y, random_state=0)
+        parts = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+    elif name == "classes26":
+        from sklearn.datasets import make_classification
+
+        X, y = make_classification(1560, 617, n_informative=40, n_redundant=577, n_classes=26,
+                                   n_clusters_per_class=1, class_sep=2.0, random_state=0)
+        parts = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
     elif name == "madelon":
         from ctre_sparse.datasets import load_madelon
 
@@ -129,7 +149,7 @@ def load(name, data_dir, scaling="standard"):
                  (np.asarray(ds.y_train) > 0).astype(np.int64),
                  (np.asarray(ds.y_test) > 0).astype(np.int64))
     else:
-        raise ValueError(f"unknown data set {name!r}; expected one of {DATASETS}")
+        raise ValueError(f"unknown data set {name!r}; expected one of {ALL_SETS}")
     X_tr, X_te, y_tr, y_te = parts
     if scaling == "standard":
         mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
@@ -449,6 +469,8 @@ def select(rows, args):
             continue
         if args.methods and r["method"] not in args.methods:
             continue
+        if r["epochs"] != (args.epochs or EPOCHS[r["dataset"]]):
+            continue  # runs of another length are another table (--epochs picks them)
         if r["method"] == "dense_mlp":
             if args.dense_config and r["config"] not in args.dense_config:
                 continue
@@ -498,13 +520,13 @@ def table(rows):
     return "\n".join(lines)
 
 
-CHANCE = {"digits": 0.1, "usps": 0.1, "madelon": 0.5}
+CHANCE = {"digits": 0.1, "usps": 0.1, "madelon": 0.5, "usps_small": 0.1, "classes26": 1 / 26}
 
 
 def pivot(rows, key="test_at_best_val"):
     """Markdown: one row per method, one column per (data set, epsilon); mean ± sd (seeds)."""
     cols = sorted({(r["dataset"], r["epsilon"]) for r in rows if r["method"] != "dense_mlp"},
-                  key=lambda c: (DATASETS.index(c[0]), c[1]))
+                  key=lambda c: (ALL_SETS.index(c[0]), c[1]))
     head = "| method | " + " | ".join(f"{d} eps {e:g}" for d, e in cols) + " |"
     lines = [head, "|" + " --- |" * (len(cols) + 1)]
     for method in METHODS:
@@ -524,7 +546,7 @@ def screen(rows):
     """Markdown per data set: one row per configuration, one column per method;
     "test at best validation (final)", mean over the seeds present (their count in brackets)."""
     out = []
-    for ds in DATASETS:
+    for ds in ALL_SETS:
         rs = [r for r in rows if r["dataset"] == ds and r["method"] != "dense_mlp"]
         if not rs:
             continue
@@ -559,7 +581,7 @@ def targets(rows):
                 return {r["seed"]: r[k] for r in rs}
         return {}
 
-    for ds in DATASETS:
+    for ds in ALL_SETS:
         dense = get(ds, "dense_mlp")
         if not dense:
             continue
@@ -587,13 +609,13 @@ def targets(rows):
     return "\n".join(out)
 
 
-def plot(rows, path):
+def plot(rows, path, ylim=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in rows)]
+    datasets = [d for d in ALL_SETS if any(r["dataset"] == d for r in rows)]
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2),
                              squeeze=False)
     for ax, ds in zip(axes[0], datasets):
@@ -610,6 +632,8 @@ def plot(rows, path):
         ax.set_title(f"{ds}: test accuracy (mean, band min..max)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
+        if ylim:
+            ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -623,11 +647,15 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("CTRE_SPARSE_DATA", "../shared/data"),
                    help="folder with usps/usps.npz and madelon/")
-    p.add_argument("--datasets", nargs="+", choices=DATASETS)
+    p.add_argument("--datasets", nargs="+", choices=ALL_SETS,
+                   help="default: the study's three (the checks %s only when named)"
+                        % ", ".join(CHECK_SETS))
     p.add_argument("--methods", nargs="+", choices=METHODS)
     p.add_argument("--epsilons", nargs="+", type=float)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, help="default: 100 (digits, USPS), 200 (MADELON)")
+    p.add_argument("--epochs", type=int, help="default: 100 (digits, USPS), 200 (MADELON); "
+                   "with --table/--pivot/--screen/--plot: only runs of this length (default: "
+                   "each data set's default)")
     p.add_argument("--config", nargs="+", choices=sorted(CONFIGS), default=[])
     p.add_argument("--params", help="JSON dict of CTREClassifier parameters (a custom config)")
     p.add_argument("--name", help="name of the --params configuration")
@@ -652,6 +680,8 @@ def parse_args(argv=None):
                    help="print method x (data set, epsilon) tables (test accuracy at the best "
                         "validation epoch, then at the end) and the issue's checks at epsilon 1")
     p.add_argument("--plot", metavar="PNG", help="draw the test-accuracy curves of --out")
+    p.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                   help="with --plot: the accuracy axis' range, in %% (default: all of it)")
     p.add_argument("--signal", action="store_true",
                    help="print the activation RMS at initialisation ('he' vs 'he_sparse') per "
                         "data set as JSON and exit")
@@ -672,7 +702,7 @@ def main(argv=None):
         if args.pivot:
             print(pivot(rows), pivot(rows, "final_test"), targets(rows), sep="\n\n")
         if args.plot:
-            plot(rows, args.plot)
+            plot(rows, args.plot, args.ylim)
         return 0
     args.datasets = args.datasets or list(DATASETS)
     if args.signal:

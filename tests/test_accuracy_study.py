@@ -1,6 +1,8 @@
 """benchmarks/accuracy_study.py: which recorded runs count as the current default
 (``--current``), and the dense baseline's validation rows."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -60,3 +62,32 @@ def test_the_dense_baseline_holds_out_the_rows_the_estimator_holds_out(seed):
     rows = study.validation_rows(y, seed)
     np.testing.assert_array_equal(np.sort(rows), np.sort(est._val_idx))
     assert rows.size == 60
+
+
+def _args(**kw):
+    base = {"datasets": None, "seeds": [0, 1, 2], "methods": None, "epochs": None,
+            "dense_config": None, "config": [], "epsilons": None, "scaling": "standard",
+            "commits": None, "current": False}
+    return type("Args", (), {**base, **kw})()
+
+
+def test_reports_read_each_data_sets_study_length_unless_epochs_names_one():
+    """A 300-epoch run of digits is another table than the study's 100-epoch ones."""
+    rows = [{**_record({"preset": "default"}, {}), "config": "default", "seed": 0,
+             "epochs": e} for e in (100, 300)]
+    assert [r["epochs"] for r in study.select(rows, _args())] == [100]
+    assert [r["epochs"] for r in study.select(rows, _args(epochs=300))] == [300]
+
+
+@pytest.mark.parametrize("name", study.CHECK_SETS)
+def test_the_check_sets_have_the_shapes_the_learning_rate_follows(name):
+    """The check sets load with the (features, classes) that SHAPES gives the network, and
+    stratified splits. ``usps_small`` needs the USPS file of ../shared/data."""
+    data_dir = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if name == "usps_small" and not (data_dir / "usps" / "usps.npz").is_file():
+        pytest.skip(f"{data_dir / 'usps' / 'usps.npz'} is not present")
+    X, y, X_te, y_te = study.load(name, data_dir)
+    n_features, n_classes = study.SHAPES[name]
+    assert X.shape[1] == X_te.shape[1] == n_features and X.dtype == np.float32
+    assert np.unique(y).size == np.unique(y_te).size == n_classes
+    assert 1000 <= X.shape[0] + X_te.shape[0] <= 1600
