@@ -57,6 +57,11 @@ tried") and none was kept:
     smallest magnitudes, up to the same ``zeta`` fraction, and grows only between
     live neurons: cosine scores of dead neurons are zeroed, random draws come from
     the live rows and columns.
+``grace_period``
+    The connections grown by an update are exempt from the next update's pruning
+    (a grace period of one update), so that each update prunes among connections
+    that have trained for at least two epochs. Measured first: under the default
+    about 1-6 % of the regrown connections survive the next update.
 
 Example
 -------
@@ -371,6 +376,51 @@ def patch_dead_end_aware():
     growth._random_pick = pick
 
 
+def patch_grace_period():
+    """The ``grace_period`` ablation (module docstring)."""
+    from ctre_sparse import ops
+    from ctre_sparse.topology import updater
+
+    plain_prune, plain_insert = ops.prune_magnitude, ops.insert
+    plain_update_layer = updater.TopologyUpdater._update_layer
+    state = {"owner": None, "layer": None, "young": {}}
+
+    def young_keys():
+        entry = state["young"].get((id(state["owner"]), state["layer"]))
+        return entry[1] if entry is not None and entry[0] is state["owner"] else None
+
+    def prune(W, fraction, *, column_scale=None, backend="auto", check=True):
+        young = young_keys()
+        if young is None or young.size == 0 or W.nnz == 0:
+            return plain_prune(W, fraction, column_scale=column_scale, backend=backend,
+                               check=check)
+        exempt = np.isin(growth.pattern_keys(W), young)   # storage order: canonical CSR
+        shielded = W.copy()
+        data = shielded.data.copy()
+        data[exempt] = np.finfo(data.dtype).max / 1e6   # finite, above every other score
+        shielded.data = data
+        res = plain_prune(shielded, fraction, column_scale=column_scale, backend=backend,
+                          check=check)
+        res.matrix.data[:] = W.data[res.kept]
+        return res
+
+    def insert(W, rows, cols, values, **kw):
+        state["young"][(id(state["owner"]), state["layer"])] = (
+            state["owner"], np.sort(np.asarray(rows, np.int64) * W.n_in
+                                    + np.asarray(cols, np.int64)))
+        return plain_insert(W, rows, cols, values, **kw)
+
+    def update_layer(self, i, *args, **kw):
+        state["owner"], state["layer"] = self, i
+        try:
+            return plain_update_layer(self, i, *args, **kw)
+        finally:
+            state["layer"] = None
+
+    ops.prune_magnitude, ops.insert = prune, insert
+    updater.TopologyUpdater._update_layer = update_layer
+
+
 def _run_length(name, accuracy_study, rest):
     """The epochs of the study's runs (one length for all of them, else SystemExit)."""
     args = accuracy_study.parse_args(rest)
@@ -384,7 +434,7 @@ def _run_length(name, accuracy_study, rest):
 PATCHES = {"balanced_init": patch_balanced_init, "centered_cosine": patch_centered_cosine,
            "label_smoothing": patch_label_smoothing, "dead_end_aware": patch_dead_end_aware,
            "layer_lr": patch_layer_lr, "weight_average": patch_weight_average,
-           "clip_spikes": patch_clip_spikes}
+           "clip_spikes": patch_clip_spikes, "grace_period": patch_grace_period}
 #: The ablations whose patch takes the run length in epochs.
 RUN_LENGTH_PATCHES = {"zeta_decay": patch_zeta_decay, "topology_end": patch_topology_end}
 

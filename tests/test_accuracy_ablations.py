@@ -37,7 +37,7 @@ def test_balanced_layer_keeps_the_count_and_the_weight_bounds():
 PATCHED = ((mlp, "erdos_renyi"), (growth.CosineGrowth, "_cosine"), (Trainer, "_update_topology"),
            (growth, "_random_pick"), (ops, "prune_magnitude"), (TopologyUpdater, "update"),
            (TopologyUpdater, "_update_layer"), (mlp, "cross_entropy_grad"), (SGD, "step"),
-           (Trainer, "_train_batches"))
+           (Trainer, "_train_batches"), (ops, "insert"))
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,8 @@ def _restore_after(monkeypatch):
 
 @pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
                                   "topology_end", "dead_end_aware", "label_smoothing",
-                                  "layer_lr", "weight_average", "clip_spikes"])
+                                  "layer_lr", "weight_average", "clip_spikes",
+                                  "grace_period"])
 def test_each_ablation_runs_through_the_study(name, tmp_path):
     out = tmp_path / "runs.jsonl"
     ab.main([name, "--datasets", "digits", "--methods", "ctre_seq", "--seeds", "0",
@@ -176,3 +177,21 @@ def test_clip_spikes_scales_an_outlier_step_to_the_bound(monkeypatch):
     assert step_with(3.0) == pytest.approx(3 * norm_of_one, rel=1e-6)       # under 5x median
     # an outlier: scaled down to 5 x the median of the last three norms (1, 1, 3 x one's)
     assert step_with(100.0) == pytest.approx(ab.CLIP_FACTOR * norm_of_one, rel=1e-5)
+
+
+def test_grace_period_keeps_the_grown_connections_through_the_next_update():
+    """Magnitude pruning (no activity scale that could be 0): every connection grown by an
+    update is present after the next one, which prunes as many connections as before."""
+    ab.patch_grace_period()
+    trainer, X, y = _small_run()
+    trainer.updater.prune = "magnitude"
+    keys = []
+    for _ in range(4):
+        record = trainer.run_epoch(X, y)
+        keys.append([growth.pattern_keys(layer.W) for layer in trainer.model.layers])
+        if record["epoch"] > 1:
+            assert record["n_pruned"] > 0
+    for e in (1, 2):
+        for before, after, later in zip(keys[e - 1], keys[e], keys[e + 1]):
+            born = np.setdiff1d(after, before)
+            assert born.size > 0 and np.isin(born, later).all()
