@@ -57,6 +57,12 @@ tried") and none was kept:
     smallest magnitudes, up to the same ``zeta`` fraction, and grows only between
     live neurons: cosine scores of dead neurons are zeroed, random draws come from
     the live rows and columns.
+``update_interval``
+    A topology update at most every ``ceil(UPDATE_STEPS / b)`` epochs, ``b`` the
+    epoch's number of batches, so that at least ``UPDATE_STEPS`` (100, RigL's
+    interval) SGD steps pass between two updates; the sets of 1,000-2,000 rows
+    have 10-20 steps an epoch. CTRE-seq's switch still counts epochs (the
+    skipped epochs pass their accuracy to it).
 ``grace_period``
     The connections grown by an update are exempt from the next update's pruning
     (a grace period of one update), so that each update prunes among connections
@@ -421,6 +427,23 @@ def patch_grace_period():
     updater.TopologyUpdater._update_layer = update_layer
 
 
+#: ``update_interval``: the fewest SGD steps between two topology updates.
+UPDATE_STEPS = 100
+
+
+def patch_update_interval():
+    """The ``update_interval`` ablation (module docstring)."""
+    plain = Trainer._update_topology
+
+    def update(self, X, y):
+        every = max(1, math.ceil(UPDATE_STEPS / -(-X.shape[1] // self.batch_size)))
+        if self.updater is not None and self.epoch > 0 and self.epoch % every:
+            self.updater.observe(self._monitor)
+            return {"n_pruned": 0, "n_cosine": 0, "n_random": 0}, 0.0
+        return plain(self, X, y)
+    Trainer._update_topology = update
+
+
 def _run_length(name, accuracy_study, rest):
     """The epochs of the study's runs (one length for all of them, else SystemExit)."""
     args = accuracy_study.parse_args(rest)
@@ -434,7 +457,8 @@ def _run_length(name, accuracy_study, rest):
 PATCHES = {"balanced_init": patch_balanced_init, "centered_cosine": patch_centered_cosine,
            "label_smoothing": patch_label_smoothing, "dead_end_aware": patch_dead_end_aware,
            "layer_lr": patch_layer_lr, "weight_average": patch_weight_average,
-           "clip_spikes": patch_clip_spikes, "grace_period": patch_grace_period}
+           "clip_spikes": patch_clip_spikes, "grace_period": patch_grace_period,
+           "update_interval": patch_update_interval}
 #: The ablations whose patch takes the run length in epochs.
 RUN_LENGTH_PATCHES = {"zeta_decay": patch_zeta_decay, "topology_end": patch_topology_end}
 

@@ -49,7 +49,7 @@ def _restore_after(monkeypatch):
 @pytest.mark.parametrize("name", ["balanced_init", "centered_cosine", "zeta_decay",
                                   "topology_end", "dead_end_aware", "label_smoothing",
                                   "layer_lr", "weight_average", "clip_spikes",
-                                  "grace_period"])
+                                  "grace_period", "update_interval"])
 def test_each_ablation_runs_through_the_study(name, tmp_path):
     out = tmp_path / "runs.jsonl"
     ab.main([name, "--datasets", "digits", "--methods", "ctre_seq", "--seeds", "0",
@@ -195,3 +195,18 @@ def test_grace_period_keeps_the_grown_connections_through_the_next_update():
         for before, after, later in zip(keys[e - 1], keys[e], keys[e + 1]):
             born = np.setdiff1d(after, before)
             assert born.size > 0 and np.isin(born, later).all()
+
+
+def test_update_interval_updates_every_ceil_100_over_the_batches_epochs(monkeypatch):
+    """4 batches an epoch, 8 steps: an update every 2 epochs; CTRE-seq's switch still counts
+    epochs."""
+    monkeypatch.setattr(ab, "UPDATE_STEPS", 8)   # every 2 epochs at 4 batches
+    ab.patch_update_interval()
+    trainer, X, y = _small_run(growth_rule="ctre_seq")
+    seen = []
+    monkeypatch.setattr(trainer.updater, "observe", seen.append)
+    records = [trainer.run_epoch(X, y) for _ in range(7)]
+    pruned = [r["n_pruned"] for r in records]
+    assert pruned[0] == 0 and all(n > 0 for n in pruned[2::2]) and pruned[1::2] == [0, 0, 0]
+    # every epoch after the first passes on the last one's accuracy, updated or skipped
+    assert seen == [r["train_accuracy"] for r in records[:-1]]
