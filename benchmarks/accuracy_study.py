@@ -2,12 +2,12 @@
 
 Trains 3 x 1000 ReLU MLPs (``CTREClassifier``) on scikit-learn's digits, USPS and
 MADELON (and, when named, the check sets ``usps_small`` and ``classes26``: 1,000-1,600
-samples, 300 epochs, the scale of the issue's held-out sets), one run per (data set, method, epsilon, seed, configuration), and appends
-one JSON line per run to ``--out``: the per-epoch validation and test accuracy, the
-training loss and learning rate, and the summary (test accuracy at the best-
-validation epoch and at the end, the epoch where the test accuracy first reaches
-90 % of its final value). A run already in ``--out`` (same key) is skipped, so an
-interrupted sweep continues where it stopped.
+samples, 300 epochs, the scale of the issue's held-out sets), one run per (data set,
+method, epsilon, seed, configuration), and appends one JSON line per run to ``--out``:
+the per-epoch validation and test accuracy, the training loss and learning rate, and the
+summary (test accuracy at the best-validation epoch and at the end, the epoch where the
+test accuracy first reaches 90 % of its final value). A run already in ``--out`` (same
+key) is skipped, so an interrupted sweep continues where it stopped.
 
 Protocol (every data set): a fixed stratified test split (``random_state=0``);
 the estimator holds out its own stratified 10 % validation split of the rest (per

@@ -16,7 +16,8 @@ from .device import array_module
 from .sparse import FLOAT_DTYPES
 from .validation import check_output
 
-__all__ = ["check_dense", "check_out", "check_index_array", "check_int", "check_activations",
+__all__ = ["check_dense", "check_out", "check_index_array", "check_int", "check_choice",
+           "check_activations",
            "check_slope"]
 
 
@@ -135,6 +136,23 @@ def check_int(name, value, minimum):
     if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {int(value)}")
     return int(value)
+
+
+def check_choice(name, value, allowed):
+    """``value`` if it is one of ``allowed``, else a ValueError naming ``name`` and the choices.
+
+    Examples
+    --------
+    >>> check_choice("prune", "activity", ("magnitude", "activity"))
+    'activity'
+    >>> check_choice("prune", "size", ("magnitude", "activity"))
+    Traceback (most recent call last):
+    ...
+    ValueError: prune must be one of ('magnitude', 'activity'), got 'size'
+    """
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
 
 
 def check_activations(A, B):

@@ -33,8 +33,8 @@ logger = logging.getLogger(__name__)
 #: Defaults of the command (measured on 2 shared cores: ~5-15 s, test accuracy 0.97-0.98).
 DEFAULTS = dict(dataset="digits", growth="ctre_seq", epsilon=10.0, zeta=0.2, epochs=40,
                 hidden="256,256", learning_rate=None, weight_decay=None, dropout=None,
-                grad_clip=None, prune=None, batch_size=100, activation="relu", seed=0, backend="auto",
-                device="cpu", checkpoint_every=10, patience=40,
+                grad_clip=None, prune=None, batch_size=100, activation="relu", seed=0,
+                backend="auto", device="cpu", checkpoint_every=10, patience=40,
                 cosine_samples=None, cosine_approx_dim=None, cosine_approx_oversample=4,
                 cosine_mode="auto", preset="default")
 
@@ -102,6 +102,8 @@ def _hidden(text):
 
 def register(subparsers):
     """Add the ``train`` subcommand."""
+    from .._params import PRUNES
+
     d = DEFAULTS
     p = subparsers.add_parser(
         "train", help="train a sparse MLP with CTRE/SET and write history, model and figures",
@@ -136,7 +138,7 @@ def register(subparsers):
                    help="scale down a step whose gradient norm exceeds this many times the "
                         "median of the last 200 steps; 0: no clipping (default: the preset's; "
                         "'default' 5, 'paper' 0)")
-    p.add_argument("--prune", default=d["prune"], choices=["magnitude", "activity"],
+    p.add_argument("--prune", default=d["prune"], choices=PRUNES,
                    help="which connections a topology update removes: the smallest |w|, or "
                         "the smallest |w| times the input's spread, their mean moved into the "
                         "bias (default: the preset's; 'default' activity, 'paper' magnitude)")
@@ -199,7 +201,8 @@ def _estimator(args, out):
         hidden_layer_sizes=_hidden(args.hidden), epsilon=args.epsilon, density=args.density,
         zeta=args.zeta, growth=args.growth, activation=args.activation,
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, dropout=args.dropout,
-        grad_clip=args.grad_clip, prune=args.prune, batch_size=args.batch_size, max_epochs=args.epochs,
+        grad_clip=args.grad_clip, prune=args.prune, batch_size=args.batch_size,
+        max_epochs=args.epochs,
         patience=args.patience, cosine_samples=args.cosine_samples,
         cosine_approx_dim=args.cosine_approx_dim,
         cosine_approx_oversample=args.cosine_approx_oversample, cosine_mode=args.cosine_mode,

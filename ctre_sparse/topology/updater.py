@@ -10,7 +10,7 @@ import numpy as np
 from .. import ops
 from .._random import check_random_state
 from ..backends import get_backend
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from ..device import array_module, dropout_generator, to_host
 from ..nn.init import fan_in_bounds
 from .growth import GrowthContext, get_growth
@@ -160,15 +160,9 @@ class TopologyUpdater:
                                                   cosine_approx_oversample, 1)
         self.cosine_approx_min_pairs = check_int("cosine_approx_min_pairs",
                                                  cosine_approx_min_pairs, 0)
-        if cosine_mode not in COSINE_MODES:
-            raise ValueError(f"cosine_mode must be one of {COSINE_MODES}, got {cosine_mode!r}")
-        self.cosine_mode = cosine_mode
-        if grow_init not in GROW_INITS:
-            raise ValueError(f"grow_init must be one of {GROW_INITS}, got {grow_init!r}")
-        self.grow_init = grow_init
-        if prune not in PRUNES:
-            raise ValueError(f"prune must be one of {PRUNES}, got {prune!r}")
-        self.prune = prune
+        self.cosine_mode = check_choice("cosine_mode", cosine_mode, COSINE_MODES)
+        self.grow_init = check_choice("grow_init", grow_init, GROW_INITS)
+        self.prune = check_choice("prune", prune, PRUNES)
         if backend != "auto":
             get_backend(backend)  # unknown or unavailable backends fail here, with the reason
         self.zeta = float(zeta)
@@ -401,14 +395,9 @@ class TopologyUpdater:
         """Restore :meth:`state_dict` (the strategy must have the same name)."""
         self.zeta = float(d["zeta"])
         self.cosine_samples = int(d["cosine_samples"])
-        grow_init = d.get("grow_init", "he")  # files written before grow_init: "he"
-        if grow_init not in GROW_INITS:
-            raise ValueError(f"grow_init must be one of {GROW_INITS}, got {grow_init!r}")
-        self.grow_init = grow_init
-        prune = d.get("prune", "magnitude")  # files written before prune: "magnitude"
-        if prune not in PRUNES:
-            raise ValueError(f"prune must be one of {PRUNES}, got {prune!r}")
-        self.prune = prune
+        # files written before grow_init / prune: "he" / "magnitude"
+        self.grow_init = check_choice("grow_init", d.get("grow_init", "he"), GROW_INITS)
+        self.prune = check_choice("prune", d.get("prune", "magnitude"), PRUNES)
         self.growth.load_state_dict(d["growth"])
 
     def __repr__(self):
