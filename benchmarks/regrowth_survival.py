@@ -28,7 +28,10 @@ import numpy as np  # noqa: E402  (after the thread limits)
 
 
 def record_growth():
-    """Patch the updater to log each layer's grown keys by origin; returns the log."""
+    """Patch the updater to log each layer's grown keys by origin.
+
+    Returns the log and a function that undoes the patches.
+    """
     from ctre_sparse import ops
     from ctre_sparse.topology import growth, updater
 
@@ -60,10 +63,18 @@ def record_growth():
             log["rows"].append((i, *[(k.size, int(np.isin(k, present).sum())) for k in before]))
         return out
 
+    saved = [(ops, "insert", plain_insert),
+             (updater.TopologyUpdater, "_update_layer", plain_layer),
+             *[(cls, "choose", plain) for cls, plain in plain_choose.items()]]
+
+    def restore():
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+
     for cls in plain_choose:
         cls.choose = choose_of(cls)
     ops.insert, updater.TopologyUpdater._update_layer = insert, update_layer
-    return log
+    return log, restore
 
 
 def shares(rows):
@@ -89,11 +100,14 @@ def main(argv=None):
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--threads", type=int, default=None, help="threads of every pool")
     args = p.parse_args(argv)
-    log = record_growth()
     X, y, X_te, y_te = accuracy_study.load(args.dataset, args.data_dir)
     epochs = args.epochs or accuracy_study.EPOCHS[args.dataset]
     est = accuracy_study.estimator(args.growth, 1.0, args.seed, epochs, {"preset": "default"})
-    est.fit(X, y)
+    log, restore = record_growth()
+    try:
+        est.fit(X, y)
+    finally:
+        restore()
     print(json.dumps({"dataset": args.dataset, "growth": args.growth, "seed": args.seed,
                       "epochs": epochs, "test_accuracy": round(float(est.score(X_te, y_te)), 4),
                       **shares(log["rows"])}))
